@@ -1,0 +1,251 @@
+"""Address and domain canonicalisation, and the keys a recipient is looked up by.
+
+Pure functions, no I/O. The canonical key of an address is
+``local@ascii-domain`` where the local part is unquoted, NFKC-normalised and
+case-folded, with its sub-address tag dropped (RFC 5233) and, for gmail.com /
+googlemail.com, its dots removed.  A domain entry's key is ``@ascii-domain``.
+
+Syntax and IDNA are email-validator's.  It costs ~40 µs an address, so
+ordinary ASCII addresses take a fast path that only *accepts* what
+email-validator provably accepts with the same result (see
+tests/test_addresses.py, property ``test_fast_path_agrees``); anything else
+falls through to email-validator.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Literal
+
+from email_validator import (
+    SPECIAL_USE_DOMAIN_NAMES,
+    EmailNotValidError,
+    validate_email,
+)
+
+Kind = Literal["address", "domain"]
+
+GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
+_SPECIAL_USE = frozenset(SPECIAL_USE_DOMAIN_NAMES)
+
+# RFC 5322 atext, dot-atom; an ASCII hostname whose labels never hold "--"
+# (so no Punycode and no reserved R-LDH labels) and whose TLD is letters only.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_FAST_ADDRESS = re.compile(
+    rf"({_ATEXT}+(?:\.{_ATEXT}+)*)@((?:{_LABEL}\.)+[a-z]{{2,63}})"
+)
+_FAST_DOMAIN = re.compile(rf"(?:{_LABEL}\.)+[a-z]{{2,63}}")
+
+
+class AddressError(ValueError):
+    """The text is not a usable address or domain; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class MatchRules:
+    """The `[matching]` settings: which spellings count as the same mailbox."""
+
+    ignore_subaddress: bool = True
+    gmail_dots: bool = True
+
+    def tag(self) -> str:
+        """A short stable text that changes whenever the rules change."""
+        return f"subaddress={int(self.ignore_subaddress)};gmail_dots={int(self.gmail_dots)}"
+
+
+DEFAULT_RULES = MatchRules()
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One parsed list entry: its canonical key, kind and the text as given."""
+
+    key: str
+    kind: Kind
+    original: str
+
+
+def fold(text: str) -> str:
+    """Unicode caseless form: NFKC, case fold, NFKC again (NFKC_Casefold-like)."""
+    if text.isascii():
+        return text.lower()
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+
+
+def _local_key(local: str, ascii_domain: str, rules: MatchRules) -> str:
+    local = fold(local)
+    if rules.ignore_subaddress:
+        plus = local.find("+")
+        if plus > 0:
+            local = local[:plus]
+    if rules.gmail_dots and ascii_domain in GMAIL_DOMAINS:
+        local = local.replace(".", "")
+    return local
+
+
+def _domain_key(ascii_domain: str, rules: MatchRules) -> str:
+    if rules.gmail_dots and ascii_domain == "googlemail.com":
+        return "gmail.com"
+    return ascii_domain
+
+
+def _special_use(domain: str) -> bool:
+    return domain.rsplit(".", 1)[-1] in _SPECIAL_USE
+
+
+def fast_split(address: str) -> tuple[str, str] | None:
+    """(local, ascii domain) for a plain ASCII address email-validator accepts.
+
+    None means "not sure": the caller must ask email-validator.
+    """
+    if len(address) > 254 or not address.isascii():
+        return None
+    at = address.rfind("@")
+    if at < 0:
+        return None
+    local, domain = address[:at], address[at + 1 :].lower()
+    if len(domain) > 253 or "--" in domain:
+        return None
+    m = _FAST_ADDRESS.fullmatch(f"{local}@{domain}")
+    if m is None or _special_use(domain):
+        return None
+    return local, domain
+
+
+def _unquote(local: str) -> str:
+    # email-validator returns quoted local parts with their quotes; compare the
+    # content (RFC 5321 4.1.2: "a"@x and a@x are the same mailbox).
+    if len(local) >= 2 and local[0] == '"' and local[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", local[1:-1])
+    return local
+
+
+def split_address(address: str, *, strict: bool = True) -> tuple[str, str]:
+    """(unquoted local part, ASCII domain) of an address, or AddressError.
+
+    `strict` wants a globally deliverable domain (imports); the relay passes
+    False so that a recipient at `.local` or `.test` can still be checked.
+    """
+    address = address.strip()
+    if address.endswith("."):
+        address = address[:-1]  # a trailing dot on the domain is the same domain
+    fast = fast_split(address)
+    if fast is not None:
+        return fast
+    try:
+        info = validate_email(
+            address,
+            check_deliverability=False,
+            allow_smtputf8=True,
+            allow_quoted_local=True,
+            allow_domain_literal=False,
+            globally_deliverable=strict,
+            test_environment=not strict,
+        )
+    except EmailNotValidError as exc:
+        raise AddressError(str(exc)) from None
+    return _unquote(info.local_part), info.ascii_domain
+
+
+def address_key(address: str, rules: MatchRules = DEFAULT_RULES, *, strict: bool = True) -> str:
+    """Canonical key of one address: `John.Doe+x@GoogleMail.com` -> `johndoe@gmail.com`."""
+    local, domain = split_address(address, strict=strict)
+    return f"{_local_key(local, domain, rules)}@{_domain_key(domain, rules)}"
+
+
+def domain_key(domain: str, rules: MatchRules = DEFAULT_RULES) -> str:
+    """Canonical key of a domain entry: `Bücher.Example.` -> `@xn--bcher-kva.example`."""
+    text = domain.strip().removeprefix("@")
+    if text.endswith("."):
+        text = text[:-1]
+    lowered = text.lower()
+    if (
+        lowered.isascii()
+        and "--" not in lowered
+        and _FAST_DOMAIN.fullmatch(lowered)
+        and len(lowered) <= 253
+        and not _special_use(lowered)
+    ):
+        ascii_domain = lowered
+    else:
+        # Validate the domain the same way as an address's, with a stand-in local part.
+        try:
+            ascii_domain = validate_email(
+                f"x@{text}", check_deliverability=False, allow_smtputf8=True
+            ).ascii_domain
+        except EmailNotValidError as exc:
+            raise AddressError(str(exc).replace("after the @-sign", "in the domain")) from None
+    return f"@{_domain_key(ascii_domain, rules)}"
+
+
+def parse_entry(text: str, rules: MatchRules = DEFAULT_RULES) -> Entry:
+    """An address (`jane@x.com`) or a domain (`@x.com` or `x.com`) as a list entry."""
+    raw = text.strip()
+    if not raw:
+        raise AddressError("empty entry")
+    if raw.startswith("@") or "@" not in raw:
+        return Entry(domain_key(raw, rules), "domain", raw)
+    return Entry(address_key(raw, rules), "address", raw)
+
+
+def rekey(original: str, kind: Kind, rules: MatchRules) -> str:
+    """The key of a stored entry under (possibly different) matching rules."""
+    if kind == "domain":
+        return domain_key(original, rules)
+    return address_key(original, rules)
+
+
+def lookup_keys(address_key_: str) -> list[str]:
+    """Keys to look a canonical address up by, most specific first.
+
+    `jane@a.b.example.com` -> the address, then `@a.b.example.com`,
+    `@b.example.com`, `@example.com` (Postfix's order: address, domain,
+    parent domains).  A bare TLD is never a key: domain entries need a dot.
+    """
+    domain = address_key_.rsplit("@", 1)[1]
+    keys = [address_key_]
+    labels = domain.split(".")
+    for i in range(len(labels) - 1):
+        keys.append("@" + ".".join(labels[i:]))
+    return keys
+
+
+# --- RCPT paths --------------------------------------------------------------
+
+
+class RoutingRefused(AddressError):
+    """Sender-specified routing or an address literal: refused with 553 5.7.1."""
+
+
+def strip_source_route(path: str) -> str:
+    """`@a,@b:user@domain` -> `user@domain` (RFC 5321 4.1.2 ignores A-d-l)."""
+    path = path.strip()
+    if path.startswith("<") and path.endswith(">"):
+        path = path[1:-1]
+    if path.startswith("@"):
+        colon = path.find(":")
+        if colon > 0:
+            return path[colon + 1 :]
+    return path
+
+
+def recipient_key(path: str, rules: MatchRules = DEFAULT_RULES) -> str:
+    """The canonical key of an RCPT TO path, or RoutingRefused / AddressError.
+
+    The local part must not route further (`user%host@relay`,
+    `host!user@relay`) and the domain must be a name, not `[192.0.2.1]`:
+    either would reach a mailbox without the list seeing its domain.
+    """
+    address = strip_source_route(path)
+    at = address.rfind("@")
+    if at <= 0:
+        raise AddressError("a recipient needs a user and a domain (user@example.com)")
+    if address[at + 1 :].startswith("["):
+        raise RoutingRefused("address literals are not accepted, use the domain name")
+    local, domain = split_address(address, strict=False)
+    if "%" in local or "!" in local:
+        raise RoutingRefused("sender-specified routing (% or ! in the address) is not accepted")
+    return f"{_local_key(local, domain, rules)}@{_domain_key(domain, rules)}"

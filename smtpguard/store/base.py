@@ -1,0 +1,142 @@
+"""The store interface: the suppression list, the audit log and local users.
+
+Every backend (SQLite today, PostgreSQL for several relays) implements
+`Store` and passes the same tests (tests/test_store.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, NamedTuple, Protocol
+
+from ..addresses import Kind, MatchRules
+
+Action = Literal["rejected", "stripped", "monitored"]
+
+
+class StoreError(RuntimeError):
+    """The store cannot be read or written; the message says what and where."""
+
+
+class EntryRow(NamedTuple):
+    """A new entry as written: a tuple, so a million of them stay cheap."""
+
+    key: str
+    kind: Kind
+    original: str
+    source: str
+    reason: str
+    added: str  # ISO 8601 UTC, seconds
+    expires: str | None  # YYYY-MM-DD: no longer blocks from that day on (UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    key: str
+    kind: Kind
+    original: str
+    source: str
+    reason: str
+    added: str
+    expires: str | None
+
+    def active(self, today: str) -> bool:
+        return self.expires is None or self.expires > today
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    rows: int  # entries offered
+    added: int  # new ones written
+
+    @property
+    def duplicates(self) -> int:
+        return self.rows - self.added
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One audit record: a recipient refused, stripped or only monitored."""
+
+    time: str  # ISO 8601 UTC
+    action: Action
+    sender: str
+    recipient: str
+    entry: str
+    source: str
+    client: str
+    user: str
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    entries_by_source_kind: list[tuple[str, str, int]]
+    expired: int
+    events_by_action: dict[str, int]
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def utc_today() -> str:
+    return dt.datetime.now(dt.timezone.utc).date().isoformat()
+
+
+def most_specific(found: Iterable[StoredEntry], keys: Sequence[str], today: str) -> StoredEntry | None:
+    """The active entry whose key comes first in `keys` (address, then domains)."""
+    by_key = {e.key: e for e in found if e.active(today)}
+    for key in keys:
+        if key in by_key:
+            return by_key[key]
+    return None
+
+
+class Store(Protocol):
+    async def close(self) -> None: ...
+
+    async def ensure_rules(self, rules: MatchRules) -> int:
+        """Re-key the list if it was built under other matching rules; rows changed."""
+        ...
+
+    async def add_entries(self, rows: Iterable[EntryRow]) -> AddResult:
+        """Write new entries in one transaction; existing keys are kept as they are.
+
+        `rows` may be a generator that raises: then nothing is written.
+        """
+        ...
+
+    async def remove(self, keys: Sequence[str]) -> list[str]:
+        """Remove entries by key; returns the keys that were there."""
+        ...
+
+    async def match(self, keys: Sequence[str], today: str | None = None) -> StoredEntry | None:
+        """The most specific active entry among `keys` (see addresses.lookup_keys)."""
+        ...
+
+    def entries(
+        self, source: str | None = None, search: str | None = None
+    ) -> AsyncIterator[StoredEntry]: ...
+
+    async def stats(self, since: str) -> Stats: ...
+
+    async def record_events(self, events: Sequence[Event]) -> None: ...
+
+    async def events(
+        self, since: str | None = None, sender: str | None = None, limit: int | None = None
+    ) -> list[Event]: ...
+
+    async def set_user(self, name: str, password_hash: str) -> bool:
+        """Create or replace an account; True when it is new."""
+        ...
+
+    async def remove_user(self, name: str) -> bool: ...
+
+    async def user_hash(self, name: str) -> str | None: ...
+
+    async def users(self) -> list[tuple[str, str]]:
+        """(name, created) of every account."""
+        ...

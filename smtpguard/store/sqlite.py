@@ -1,0 +1,348 @@
+"""SQLite store: aiosqlite for writes and listings, WAL so readers never wait.
+
+The RCPT lookup is the hot path: it uses its own plain `sqlite3` connection
+on the event-loop thread, because one indexed point query (~10 µs) costs far
+less than aiosqlite's hand-off to its worker thread (~100 µs). WAL mode means
+it never waits for an import in progress, and each query sees the latest
+committed list, so an import takes effect at the next RCPT.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from ..addresses import AddressError, MatchRules, rekey
+from .base import (
+    AddResult,
+    EntryRow,
+    Event,
+    Stats,
+    StoredEntry,
+    StoreError,
+    most_specific,
+    utc_now,
+    utc_today,
+)
+
+# Each item moves the schema from version i to i+1 (PRAGMA user_version).
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE entries (
+        key      TEXT PRIMARY KEY,   -- canonical key: the one unique index
+        kind     TEXT NOT NULL CHECK (kind IN ('address', 'domain')),
+        original TEXT NOT NULL,
+        source   TEXT NOT NULL,
+        reason   TEXT NOT NULL,
+        added    TEXT NOT NULL,
+        expires  TEXT
+    ) WITHOUT ROWID;
+    CREATE TABLE events (
+        id         INTEGER PRIMARY KEY,
+        time       TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        sender     TEXT NOT NULL,
+        recipient  TEXT NOT NULL,
+        entry      TEXT NOT NULL,
+        source     TEXT NOT NULL,
+        client     TEXT NOT NULL,
+        user       TEXT NOT NULL,
+        message_id TEXT NOT NULL
+    );
+    CREATE INDEX events_time ON events (time);
+    CREATE TABLE users (
+        name    TEXT PRIMARY KEY,
+        hash    TEXT NOT NULL,
+        created TEXT NOT NULL
+    );
+    CREATE TABLE meta (
+        name  TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+]
+
+_ENTRY_COLUMNS = "key, kind, original, source, reason, added, expires"
+_EVENT_COLUMNS = "time, action, sender, recipient, entry, source, client, user, message_id"
+
+
+def _entry(row: Sequence[Any]) -> StoredEntry:
+    return StoredEntry(*row)
+
+
+def _describe(path: Path, exc: BaseException) -> StoreError:
+    return StoreError(f"store {path}: {exc}")
+
+
+class SQLiteStore:
+    """The suppression list in one SQLite file (see module docstring)."""
+
+    def __init__(self, path: Path, db: aiosqlite.Connection, reader: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = db
+        self._reader = reader
+        self._match_sql: dict[int, str] = {}
+
+    @classmethod
+    async def open(cls, path: Path | str, *, create: bool = True) -> SQLiteStore:
+        """Open (and create or migrate) the store at `path`."""
+        path = Path(path)
+        if not create and not path.exists():
+            raise StoreError(f"store {path}: no such file (import a list first, or check --db)")
+        try:
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise _describe(path, exc) from None
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA busy_timeout=10000")
+            await cls._migrate(db)
+            reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            reader.execute("PRAGMA busy_timeout=200")
+            reader.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            await db.close()
+            raise _describe(path, exc) from None
+        return cls(path, db, reader)
+
+    @staticmethod
+    async def _migrate(db: aiosqlite.Connection) -> None:
+        async with db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version > len(MIGRATIONS):
+            raise sqlite3.DatabaseError(
+                f"schema version {version} is newer than this smtpguard knows ({len(MIGRATIONS)});"
+                " upgrade smtpguard"
+            )
+        for target in range(version + 1, len(MIGRATIONS) + 1):
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in MIGRATIONS[target - 1].split(";"):
+                    if statement.strip():
+                        await db.execute(statement)
+                await db.execute(f"PRAGMA user_version={target}")
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        self._reader.close()
+        await self._db.close()
+
+    # -- the list ----------------------------------------------------------
+
+    async def ensure_rules(self, rules: MatchRules) -> int:
+        tag = rules.tag()
+        async with self._db.execute("SELECT value FROM meta WHERE name = 'rules'") as cur:
+            row = await cur.fetchone()
+        if row is not None and row[0] == tag:
+            return 0
+        changed = 0
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if row is not None:
+                changed = await self._rekey(rules)
+            await self._db.execute(
+                "INSERT OR REPLACE INTO meta (name, value) VALUES ('rules', ?)", (tag,)
+            )
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        return changed
+
+    async def _rekey(self, rules: MatchRules) -> int:
+        # Rebuild under the new rules; when two entries now share a key the
+        # older one is kept (INSERT OR IGNORE in order of `added`).
+        async with self._db.execute(
+            f"SELECT {_ENTRY_COLUMNS} FROM entries ORDER BY added"
+        ) as cur:
+            rows = await cur.fetchall()
+        await self._db.execute("DELETE FROM entries")
+        fresh = []
+        changed = 0
+        for row in rows:
+            try:
+                key = rekey(row[2], row[1], rules)
+            except AddressError:
+                key = row[0]
+            changed += key != row[0]
+            fresh.append((key, *row[1:]))
+        await self._db.executemany(
+            f"INSERT OR IGNORE INTO entries ({_ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?)", fresh
+        )
+        return changed
+
+    async def add_entries(self, rows: Iterable[EntryRow]) -> AddResult:
+        offered = 0
+
+        def counted() -> Iterator[EntryRow]:
+            nonlocal offered
+            for row in rows:
+                offered += 1
+                yield row
+
+        try:
+            await self._db.execute("BEGIN IMMEDIATE")
+            before = self._db.total_changes
+            try:
+                await self._db.executemany(
+                    f"INSERT OR IGNORE INTO entries ({_ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
+                    counted(),
+                )
+                added = self._db.total_changes - before
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _describe(self.path, exc) from None
+        return AddResult(rows=offered, added=added)
+
+    async def remove(self, keys: Sequence[str]) -> list[str]:
+        removed: list[str] = []
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for key in keys:
+                async with self._db.execute("DELETE FROM entries WHERE key = ? RETURNING key", (key,)) as cur:
+                    if await cur.fetchone() is not None:
+                        removed.append(key)
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        return removed
+
+    async def match(self, keys: Sequence[str], today: str | None = None) -> StoredEntry | None:
+        # Deliberately synchronous inside: see the module docstring.
+        sql = self._match_sql.get(len(keys))
+        if sql is None:
+            marks = ",".join("?" * len(keys))
+            sql = f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE key IN ({marks})"
+            self._match_sql[len(keys)] = sql
+        try:
+            found = self._reader.execute(sql, tuple(keys)).fetchall()
+        except sqlite3.Error as exc:
+            raise _describe(self.path, exc) from None
+        if not found:
+            return None
+        return most_specific(map(_entry, found), keys, today or utc_today())
+
+    async def entries(
+        self, source: str | None = None, search: str | None = None
+    ) -> AsyncIterator[StoredEntry]:
+        where, args = [], []
+        if source is not None:
+            where.append("source = ?")
+            args.append(source)
+        if search:
+            where.append("(key LIKE ? ESCAPE '\\' OR original LIKE ? ESCAPE '\\')")
+            pattern = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            args += [pattern, pattern]
+        sql = f"SELECT {_ENTRY_COLUMNS} FROM entries"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY key"
+        async with self._db.execute(sql, args) as cur:
+            while batch := await cur.fetchmany(2000):
+                for row in batch:
+                    yield _entry(row)
+
+    async def count(self) -> int:
+        async with self._db.execute("SELECT count(*) FROM entries") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def stats(self, since: str) -> Stats:
+        today = utc_today()
+        async with self._db.execute(
+            "SELECT source, kind, count(*) FROM entries GROUP BY source, kind ORDER BY source, kind"
+        ) as cur:
+            by_source = [(str(r[0]), str(r[1]), int(r[2])) for r in await cur.fetchall()]
+        async with self._db.execute(
+            "SELECT count(*) FROM entries WHERE expires IS NOT NULL AND expires <= ?", (today,)
+        ) as cur:
+            row = await cur.fetchone()
+            expired = int(row[0]) if row else 0
+        async with self._db.execute(
+            "SELECT action, count(*) FROM events WHERE time >= ? GROUP BY action", (since,)
+        ) as cur:
+            actions = {str(r[0]): int(r[1]) for r in await cur.fetchall()}
+        return Stats(by_source, expired, actions)
+
+    # -- audit log ---------------------------------------------------------
+
+    async def record_events(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        try:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                await self._db.executemany(
+                    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                    [
+                        (e.time, e.action, e.sender, e.recipient, e.entry, e.source, e.client, e.user, e.message_id)
+                        for e in events
+                    ],
+                )
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _describe(self.path, exc) from None
+
+    async def events(
+        self, since: str | None = None, sender: str | None = None, limit: int | None = None
+    ) -> list[Event]:
+        where, args = [], []
+        if since:
+            where.append("time >= ?")
+            args.append(since)
+        if sender:
+            where.append("lower(sender) = lower(?)")
+            args.append(sender)
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(str(limit))
+        async with self._db.execute(sql, args) as cur:
+            rows = await cur.fetchall()
+        return [Event(*r) for r in reversed(list(rows))]
+
+    # -- local users -------------------------------------------------------
+
+    async def set_user(self, name: str, password_hash: str) -> bool:
+        async with self._db.execute("SELECT 1 FROM users WHERE name = ?", (name,)) as cur:
+            exists = await cur.fetchone() is not None
+        await self._db.execute(
+            "INSERT INTO users (name, hash, created) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET hash = excluded.hash",
+            (name, password_hash, utc_now()),
+        )
+        return not exists
+
+    async def remove_user(self, name: str) -> bool:
+        async with self._db.execute("DELETE FROM users WHERE name = ? RETURNING name", (name,)) as cur:
+            return await cur.fetchone() is not None
+
+    async def user_hash(self, name: str) -> str | None:
+        async with self._db.execute("SELECT hash FROM users WHERE name = ?", (name,)) as cur:
+            row = await cur.fetchone()
+        return str(row[0]) if row else None
+
+    async def users(self) -> list[tuple[str, str]]:
+        async with self._db.execute("SELECT name, created FROM users ORDER BY name") as cur:
+            return [(str(r[0]), str(r[1])) for r in await cur.fetchall()]
