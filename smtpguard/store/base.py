@@ -102,10 +102,11 @@ class Store(Protocol):
         """Re-key the list if it was built under other matching rules; rows changed."""
         ...
 
-    async def add_entries(self, rows: Iterable[EntryRow]) -> AddResult:
+    async def add_entries(self, rows: Iterable[EntryRow], *, commit: bool = True) -> AddResult:
         """Write new entries in one transaction; existing keys are kept as they are.
 
         `rows` may be a generator that raises: then nothing is written.
+        `commit=False` counts what would be added and rolls back (dry runs).
         """
         ...
 

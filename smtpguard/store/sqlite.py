@@ -182,7 +182,7 @@ class SQLiteStore:
         )
         return changed
 
-    async def add_entries(self, rows: Iterable[EntryRow]) -> AddResult:
+    async def add_entries(self, rows: Iterable[EntryRow], *, commit: bool = True) -> AddResult:
         offered = 0
 
         def counted() -> Iterator[EntryRow]:
@@ -200,7 +200,7 @@ class SQLiteStore:
                     counted(),
                 )
                 added = self._db.total_changes - before
-                await self._db.execute("COMMIT")
+                await self._db.execute("COMMIT" if commit else "ROLLBACK")
             except BaseException:
                 await self._db.execute("ROLLBACK")
                 raise

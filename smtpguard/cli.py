@@ -1,0 +1,641 @@
+"""The `smtpguard` command: thin typer commands over the library.
+
+Errors print one line on stderr and exit non-zero, never a traceback.
+Exit codes: 0 success; 1 `check` found a blocked address; 2 bad input,
+configuration or store errors; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import json
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TextIO, TypeVar
+
+import typer
+
+from . import __version__, config
+from .addresses import AddressError, parse_entry
+from .config import ConfigError, Settings
+from .policy import check_address
+from .store import EntryRow, SQLiteStore, StoredEntry, StoreError, open_store, utc_now
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="smtpguard: an outgoing SMTP relay that refuses recipients on your suppression list.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+user_app = typer.Typer(help='Accounts for auth = "local".', no_args_is_help=True)
+config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(config_app, name="config")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Configuration file [default: $SMTPGUARD_CONFIG, else /etc/smtpguard/smtpguard.toml if present]",
+        show_default=False,
+    ),
+]
+DbOpt = Annotated[
+    Path | None,
+    typer.Option("--db", help="Store file, overrides [store] path [env: SMTPGUARD_DB]", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+
+class Failure(Exception):
+    """A user-facing error: one line, then exit 2."""
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"smtpguard: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def run(main: Callable[[], Awaitable[T]]) -> T:
+    """Run an async command body, turning known failures into one-line errors."""
+    from .importers import ImportFormatError
+
+    try:
+        return asyncio.run(main())  # type: ignore[arg-type]
+    except (ConfigError, StoreError, ImportFormatError, AddressError, Failure) as exc:
+        fail(str(exc))
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        fail(f"{exc.strerror or exc}{':' if where else ''}{where}")
+    except KeyboardInterrupt:
+        fail("interrupted; the list is as it was before this command", code=130)
+
+
+def settings_for(config_path: Path | None, db: Path | None) -> Settings:
+    try:
+        return config.load(config_path, db)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+async def opened(settings: Settings, *, create: bool = True) -> SQLiteStore:
+    return await open_store(settings.store.path, settings.matching, create=create)
+
+
+def emit_json(value: Any) -> None:
+    json.dump(value, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+
+
+def entry_dict(e: StoredEntry) -> dict[str, Any]:
+    return asdict(e)
+
+
+def parse_date(text: str | None, option: str) -> str | None:
+    if text is None:
+        return None
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise Failure(f"{option} must be a date YYYY-MM-DD, got {text!r}") from None
+
+
+# --- list management ----------------------------------------------------------
+
+
+@contextmanager
+def progress_bar(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
+    """A byte-based progress bar on a terminal; nothing when output is piped."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+@app.command("import")
+def import_(
+    files: Annotated[list[Path], typer.Argument(help="Export files: CSV, TXT or XLSX.", show_default=False)],
+    source: Annotated[
+        str | None, typer.Option(help="Where the entries come from [default: the file's name without extension]")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why these addresses are suppressed.")] = "unsubscribed",
+    column: Annotated[str | None, typer.Option(help="Header of the address column, when not detected.")] = None,
+    expires: Annotated[str | None, typer.Option(help="YYYY-MM-DD: the entries stop blocking that day.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and count, change nothing.")] = False,
+    rejects: Annotated[
+        Path | None, typer.Option(help="Write the rows not imported, with line number and reason, to this CSV.")
+    ] = None,
+    json_: JsonOpt = False,
+    config_path: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Add the addresses of export files to the suppression list (one transaction per file)."""
+    from .importers import FileStats, Reject, iter_entries, total_size, write_rejects
+
+    settings = settings_for(config_path, db)
+
+    async def main() -> list[dict[str, Any]]:
+        expiry = parse_date(expires, "--expires")
+        store = await opened(settings)
+        results: list[dict[str, Any]] = []
+        all_rejects: list[Reject] = []
+        try:
+            for path in files:
+                stats = FileStats()
+                file_rejects: list[Reject] = []
+                with progress_bar(path.name, total_size(path)) as advance:
+                    rows = iter_entries(
+                        path,
+                        rules=settings.matching,
+                        source=source or path.stem,
+                        reason=reason,
+                        added=utc_now(),
+                        expires=expiry,
+                        column=column,
+                        stats=stats,
+                        rejects=file_rejects,
+                        progress=advance,
+                    )
+                    added = await store.add_entries(rows, commit=not dry_run)
+                results.append(
+                    {
+                        "file": str(path),
+                        "source": source or path.stem,
+                        "rows": stats.rows,
+                        "added": added.added,
+                        "duplicates": added.duplicates,
+                        "invalid": stats.invalid,
+                        "rejects": [asdict(r) for r in file_rejects[:20]],
+                    }
+                )
+                all_rejects += [r if len(files) == 1 else Reject(r.line, r.text, f"{path.name}: {r.reason}")
+                                for r in file_rejects]
+        finally:
+            await store.close()
+        if rejects is not None:
+            write_rejects(rejects, all_rejects)
+        return results
+
+    results = run(main)
+    totals = {k: sum(r[k] for r in results) for k in ("rows", "added", "duplicates", "invalid")}
+    if json_:
+        emit_json({**totals, "dry_run": dry_run, "files": results})
+        return
+    verb = "would add" if dry_run else "added"
+    for r in results:
+        typer.echo(
+            f"{r['file']}: {r['rows']} rows, {verb} {r['added']}, {r['duplicates']} already listed, "
+            f"{r['invalid']} invalid (source {r['source']!r})"
+        )
+        for rej in r["rejects"][:5]:
+            typer.echo(f"  line {rej['line']}: {rej['text']!r}: {rej['reason']}", err=True)
+        if r["invalid"] > 5:
+            more = f"write them all with --rejects FILE" if rejects is None else f"all in {rejects}"
+            typer.echo(f"  … {r['invalid'] - 5} more invalid rows ({more})", err=True)
+    if dry_run:
+        typer.echo("dry run: nothing was changed")
+
+
+@app.command()
+def add(
+    entries: Annotated[list[str], typer.Argument(help="Addresses (jane@x.com) or domains (@x.com or x.com).")],
+    reason: Annotated[str, typer.Option(help="Why they are suppressed.")] = "added by hand",
+    source: Annotated[str, typer.Option(help="Where they come from.")] = "manual",
+    expires: Annotated[str | None, typer.Option(help="YYYY-MM-DD: the entries stop blocking that day.")] = None,
+    json_: JsonOpt = False,
+    config_path: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Add addresses or domains to the suppression list by hand."""
+    settings = settings_for(config_path, db)
+
+    async def main() -> list[dict[str, Any]]:
+        expiry = parse_date(expires, "--expires")
+        parsed = []
+        for text in entries:
+            try:
+                parsed.append(parse_entry(text, settings.matching))
+            except AddressError as exc:
+                raise Failure(f"{text!r} is not an address or domain: {exc}") from None
+        store = await opened(settings)
+        out = []
+        try:
+            now = utc_now()
+            for e in parsed:
+                r = await store.add_entries(
+                    [EntryRow(e.key, e.kind, e.original, source, reason, now, expiry)]
+                )
+                out.append({"entry": e.original, "key": e.key, "kind": e.kind, "added": bool(r.added)})
+        finally:
+            await store.close()
+        return out
+
+    results = run(main)
+    if json_:
+        emit_json(results)
+        return
+    for r in results:
+        state = "added" if r["added"] else "already listed"
+        typer.echo(f"{state}: {r['entry']} ({r['kind']} {r['key']})")
+
+
+@app.command()
+def remove(
+    entries: Annotated[list[str], typer.Argument(help="Addresses or domains to take off the list.")],
+    json_: JsonOpt = False,
+    config_path: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Take entries off the suppression list (for example an address that re-subscribed)."""
+    settings = settings_for(config_path, db)
+
+    async def main() -> list[dict[str, Any]]:
+        keys = []
+        for text in entries:
+            try:
+                keys.append((text, parse_entry(text, settings.matching).key))
+            except AddressError as exc:
+                raise Failure(f"{text!r} is not an address or domain: {exc}") from None
+        store = await opened(settings, create=False)
+        try:
+            removed = set(await store.remove([k for _, k in keys]))
+        finally:
+            await store.close()
+        return [{"entry": t, "key": k, "removed": k in removed} for t, k in keys]
+
+    results = run(main)
+    if json_:
+        emit_json(results)
+    else:
+        for r in results:
+            typer.echo(f"{'removed' if r['removed'] else 'not listed'}: {r['entry']} ({r['key']})")
+    if not all(r["removed"] for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def check(
+    addresses: Annotated[list[str], typer.Argument(help="Addresses to check.")],
+    json_: JsonOpt = False,
+    config_path: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Say for each address whether the list blocks it (exit 1 if any is blocked, 2 on bad input)."""
+    settings = settings_for(config_path, db)
+
+    async def main() -> list[dict[str, Any]]:
+        store = await opened(settings, create=False)
+        out = []
+        try:
+            for a in addresses:
+                try:
+                    hit = await check_address(store, a, settings.matching)
+                except AddressError as exc:
+                    raise Failure(f"{a!r} is not a valid address: {exc}") from None
+                out.append(
+                    {
+                        "address": a,
+                        "blocked": hit is not None,
+                        "entry": hit.original if hit else None,
+                        "key": hit.key if hit else None,
+                        "kind": hit.kind if hit else None,
+                        "source": hit.source if hit else None,
+                        "reason": hit.reason if hit else None,
+                        "added": hit.added if hit else None,
+                        "expires": hit.expires if hit else None,
+                    }
+                )
+        finally:
+            await store.close()
+        return out
+
+    results = run(main)
+    if json_:
+        emit_json(results)
+    else:
+        for r in results:
+            if r["blocked"]:
+                typer.echo(
+                    f"blocked  {r['address']}  by {r['kind']} entry {r['entry']} "
+                    f"(source {r['source']}, reason {r['reason']}, added {r['added'][:10]})"
+                )
+            else:
+                typer.echo(f"allowed  {r['address']}")
+    if any(r["blocked"] for r in results):
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_(
+    source: Annotated[str | None, typer.Option(help="Only entries from this source.")] = None,
+    search: Annotated[str | None, typer.Option(help="Only entries containing this text.")] = None,
+    json_: JsonOpt = False,
+    config_path: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Show the entries of the suppression list."""
+    settings = settings_for(config_path, db)
+
+    async def main() -> int:
+        store = await opened(settings, create=False)
+        n = 0
+        try:
+            if json_:
+                sys.stdout.write("[")
+            else:
+                typer.echo("entry\tkind\tsource\treason\tadded\texpires")
+            async for e in store.entries(source=source, search=search):
+                if json_:
+                    sys.stdout.write(("," if n else "") + "\n  " + json.dumps(entry_dict(e), ensure_ascii=False))
+                else:
+                    typer.echo(f"{e.original}\t{e.kind}\t{e.source}\t{e.reason}\t{e.added}\t{e.expires or ''}")
+                n += 1
+            if json_:
+                sys.stdout.write("\n]\n")
+        finally:
+            await store.close()
+        return n
+
+    n = run(main)
+    if not json_:
+        typer.echo(f"{n} entries", err=True)
+
+
+@app.command()
+def export(
+    file: Annotated[str, typer.Argument(help="Where to write; - for standard output.")] = "-",
+    format_: Annotated[str, typer.Option("--format", help="csv, txt or json.")] = "csv",
+    config_path: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Write the whole list as CSV (default), plain text or JSON."""
+    if format_ not in ("csv", "txt", "json"):
+        fail(f"--format must be csv, txt or json, got {format_!r}")
+    settings = settings_for(config_path, db)
+
+    async def write(out: TextIO) -> int:
+        store = await opened(settings, create=False)
+        n = 0
+        try:
+            writer = csv.writer(out, lineterminator="\n")
+            if format_ == "csv":
+                writer.writerow(["email", "kind", "key", "source", "reason", "added", "expires"])
+            elif format_ == "json":
+                out.write("[")
+            async for e in store.entries():
+                if format_ == "csv":
+                    writer.writerow([e.original, e.kind, e.key, e.source, e.reason, e.added, e.expires or ""])
+                elif format_ == "txt":
+                    out.write((e.key if e.kind == "domain" else e.original) + "\n")
+                else:
+                    out.write(("," if n else "") + "\n  " + json.dumps(entry_dict(e), ensure_ascii=False))
+                n += 1
+            if format_ == "json":
+                out.write("\n]\n")
+        finally:
+            await store.close()
+        return n
+
+    async def main() -> int:
+        if file == "-":
+            return await write(sys.stdout)
+        target = Path(file)
+        partial = target.with_name(target.name + ".part")
+        with partial.open("w", encoding="utf-8", newline="") as out:
+            n = await write(out)
+        partial.replace(target)  # never leave a half-written export under the real name
+        return n
+
+    n = run(main)
+    if file != "-":
+        typer.echo(f"{n} entries written to {file}", err=True)
+
+
+@app.command()
+def stats(json_: JsonOpt = False, config_path: ConfigOpt = None, db: DbOpt = None) -> None:
+    """Entry counts by source and kind, and refusals over the last 30 days."""
+    settings = settings_for(config_path, db)
+    since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30)).isoformat(timespec="seconds")
+
+    async def main() -> dict[str, Any]:
+        store = await opened(settings, create=False)
+        try:
+            s = await store.stats(since)
+        finally:
+            await store.close()
+        return {
+            "entries": [{"source": src, "kind": k, "count": c} for src, k, c in s.entries_by_source_kind],
+            "total": sum(c for _, _, c in s.entries_by_source_kind),
+            "expired": s.expired,
+            "events_last_30_days": s.events_by_action,
+        }
+
+    r = run(main)
+    if json_:
+        emit_json(r)
+        return
+    typer.echo(f"{r['total']} entries ({r['expired']} expired)")
+    for row in r["entries"]:
+        typer.echo(f"  {row['count']:>9}  {row['kind']:<8} {row['source']}")
+    events = r["events_last_30_days"]
+    typer.echo("last 30 days: " + (", ".join(f"{n} {a}" for a, n in sorted(events.items())) or "no refusals"))
+
+
+@app.command()
+def log(
+    since: Annotated[str | None, typer.Option(help="From this date or time (ISO 8601, UTC).")] = None,
+    sender: Annotated[str | None, typer.Option(help="Only this sender.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, the most recent.")] = 100,
+    json_: JsonOpt = False,
+    config_path: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """The audit trail of refused, stripped and monitored recipients."""
+    settings = settings_for(config_path, db)
+
+    async def main() -> list[dict[str, Any]]:
+        if since is not None:
+            try:
+                dt.datetime.fromisoformat(since)
+            except ValueError:
+                raise Failure(f"--since must be a date or time like 2026-11-01 or 2026-11-01T09:00, got {since!r}") from None
+        store = await opened(settings, create=False)
+        try:
+            events = await store.events(since=since, sender=sender, limit=limit)
+        finally:
+            await store.close()
+        return [asdict(e) for e in events]
+
+    events = run(main)
+    if json_:
+        emit_json(events)
+        return
+    for e in events:
+        typer.echo(
+            f"{e['time']}  {e['action']:<9} {e['recipient']}  from {e['sender'] or '<>'}"
+            f"  entry {e['entry']} ({e['source']})  client {e['client']}"
+            + (f" user {e['user']}" if e["user"] else "")
+        )
+    if not events:
+        typer.echo("no events", err=True)
+
+
+# --- users ------------------------------------------------------------------------
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="Login name.")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+    config_path: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Create an account (or change its password); the password is prompted."""
+    from .passwords import hash_password
+
+    settings = settings_for(config_path, db)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt(f"Password for {name}", hide_input=True, confirmation_prompt=True)
+    if not password:
+        fail("the password is empty")
+    if not name or any(c.isspace() or c == ":" for c in name):
+        fail(f"user name {name!r} must not be empty or hold spaces")
+
+    async def main() -> bool:
+        store = await opened(settings)
+        try:
+            return await store.set_user(name, hash_password(password))
+        finally:
+            await store.close()
+
+    created = run(main)
+    typer.echo(f"{'created' if created else 'password changed for'} user {name}")
+
+
+@user_app.command("remove")
+def user_remove(name: str, config_path: ConfigOpt = None, db: DbOpt = None) -> None:
+    """Delete an account."""
+    settings = settings_for(config_path, db)
+
+    async def main() -> bool:
+        store = await opened(settings, create=False)
+        try:
+            return await store.remove_user(name)
+        finally:
+            await store.close()
+
+    if not run(main):
+        fail(f"no user {name!r}", code=1)
+    typer.echo(f"removed user {name}")
+
+
+@user_app.command("list")
+def user_list(json_: JsonOpt = False, config_path: ConfigOpt = None, db: DbOpt = None) -> None:
+    """List the accounts."""
+    settings = settings_for(config_path, db)
+
+    async def main() -> list[tuple[str, str]]:
+        store = await opened(settings, create=False)
+        try:
+            return await store.users()
+        finally:
+            await store.close()
+
+    users = run(main)
+    if json_:
+        emit_json([{"name": n, "created": c} for n, c in users])
+        return
+    for n, c in users:
+        typer.echo(f"{n}\t{c}")
+    if not users:
+        typer.echo("no users", err=True)
+
+
+# --- running ----------------------------------------------------------------------
+
+
+@config_app.command("check")
+def config_check(config_path: ConfigOpt = None, db: DbOpt = None) -> None:
+    """Validate the configuration and try the upstream connection (connect, TLS, EHLO)."""
+    from .safety import relay_problems
+    from .upstream import probe
+
+    settings = settings_for(config_path, db)
+    typer.echo(f"configuration: {settings.source or 'built-in defaults'}: valid")
+    problems = relay_problems(settings)
+    for p in problems:
+        typer.echo(f"refused: {p}")
+    ok = run(lambda: probe(settings, typer.echo))
+    if problems or not ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    config_path: ConfigOpt = None,
+    db: DbOpt = None,
+    log_format: Annotated[str, typer.Option(help="text (for journald) or json (for log shippers).")] = "text",
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the relay in the foreground until SIGTERM/SIGINT; SIGHUP reloads the configuration."""
+    from .logs import setup_logging
+    from .server import serve_forever
+
+    settings = settings_for(config_path, db)
+    setup_logging(log_format, log_level)
+    code = run(lambda: serve_forever(settings, config_path=config_path, db=db))
+    raise typer.Exit(code)
+
+
+@app.command()
+def demo(
+    folder: Annotated[Path, typer.Option(help="Where the demo keeps its list and received mail.")] = Path(".demo"),
+    port: Annotated[int, typer.Option(help="Port of the demo relay on 127.0.0.1.")] = 2525,
+) -> None:
+    """A self-contained demonstration: relay on 127.0.0.1:2525 with a local upstream that stores mail."""
+    from .demo import run_demo
+    from .logs import setup_logging
+
+    setup_logging("text", "info")
+    raise typer.Exit(run(lambda: run_demo(folder, port)))
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"smtpguard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """smtpguard: an outgoing SMTP relay that refuses recipients on your suppression list."""
+
+
+def main() -> None:
+    app()
