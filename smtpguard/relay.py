@@ -1,0 +1,496 @@
+"""The SMTP side: one client session <-> one upstream session.
+
+aiosmtpd parses the client's commands; each hook here answers with the
+upstream's own reply where there is one, so the client hears the real
+server's verdict per recipient and a 250 for the message only once the
+upstream accepted it.  Every hook catches its own failures and answers 4xx:
+aiosmtpd's default for an exception is a permanent 500 that leaks internals
+(see ../shared/notes/aiosmtpd.md §1.6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import ipaddress
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiosmtplib
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
+
+from . import policy
+from .addresses import AddressError, RoutingRefused, address_key
+from .audit import AuditWriter
+from .config import Settings
+from .message import header_value, remove_recipients, sender_notice
+from .passwords import verify_password
+from .policy import Suppressed, text
+from .store import Event, Store, StoreError, utc_now
+from .upstream import UpstreamUnavailable, close_quietly, connect, describe, error_reply, reply_text
+
+log = logging.getLogger("smtpguard.relay")
+
+# What losing the upstream mid-command looks like from aiosmtplib.
+LOST = (
+    aiosmtplib.SMTPServerDisconnected,
+    aiosmtplib.SMTPTimeoutError,
+    aiosmtplib.SMTPConnectError,
+    ConnectionError,
+    OSError,
+)
+_session_ids = itertools.count(1)
+
+
+@dataclass
+class RelayContext:
+    """What every session shares; `settings` is swapped on reload."""
+
+    settings: Settings
+    store: Store
+    audit: AuditWriter
+    sessions: set[GuardSMTP] = field(default_factory=set)
+    accepting: bool = True
+
+
+@dataclass
+class Transaction:
+    """One MAIL .. DATA exchange, kept on the connection (STARTTLS replaces Session)."""
+
+    sender: str = ""
+    relayed: list[str] = field(default_factory=list)
+    held: list[Suppressed] = field(default_factory=list)  # accepted, not relayed
+    events: list[tuple[str, Suppressed]] = field(default_factory=list)
+    utf8: bool = False
+
+
+class GuardSMTP(SMTP):  # type: ignore[misc]
+    """aiosmtpd's SMTP with per-connection state and an idle (not per-command) timeout."""
+
+    def __init__(self, handler: Guard, ctx: RelayContext, *, implicit_tls: bool = False, **kw: Any) -> None:
+        super().__init__(handler, **kw)
+        self.ctx = ctx
+        self.implicit_tls = implicit_tls
+        self.sid = next(_session_ids)
+        self.upstream: aiosmtplib.SMTP | None = None
+        self.user = ""
+        self.client_ip = ""
+        self.trusted = False
+        self.txn: Transaction | None = None
+        self.in_data = False  # a message is being handed to the upstream
+        self.busy = 0  # a hook is running: its reply is not written yet
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        if peer and not self.client_ip:
+            self.client_ip = str(peer[0])
+            networks = self.ctx.settings.server.trusted_networks
+            try:
+                ip = ipaddress.ip_address(self.client_ip.split("%")[0])
+                ip = getattr(ip, "ipv4_mapped", None) or ip
+                self.trusted = any(ip in n for n in networks)
+            except ValueError:
+                self.trusted = False
+        self.ctx.sessions.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        # aiosmtpd's timer restarts only per command line, so a long upload
+        # would be cut mid-DATA; restart it on any byte instead.
+        if self._timeout_handle is not None and not self.in_data:
+            self._reset_timeout()
+        super().data_received(data)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.ctx.sessions.discard(self)
+        guard: Guard = self.event_handler
+        guard.end_transaction(self)
+        up, self.upstream = self.upstream, None
+        if up is not None:
+            up.close()
+        super().connection_lost(error)
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        # The reply is written in the same loop step as the hook returns, so
+        # a stop that waits for busy == 0 never cuts a session before it.
+        self.busy += 1
+        try:
+            return await super()._call_handler_hook(command, *args)
+        finally:
+            self.busy -= 1
+
+    def set_data_deadline(self, seconds: float | None) -> None:
+        """While the upstream takes the message, the client waits: give it time."""
+        self._reset_timeout(seconds)
+
+
+class Guard:
+    """The aiosmtpd handler (one for all sessions)."""
+
+    def __init__(self, ctx: RelayContext) -> None:
+        self.ctx = ctx
+
+    # -- helpers ---------------------------------------------------------------
+
+    @property
+    def lang(self) -> str:
+        return self.ctx.settings.policy.language
+
+    def end_transaction(self, server: GuardSMTP, message_id: str = "") -> None:
+        """Write the transaction's audit events and forget it."""
+        txn, server.txn = server.txn, None
+        if txn is None:
+            return
+        now = utc_now()
+        for action, s in txn.events:
+            self.ctx.audit.add(
+                Event(
+                    time=now,
+                    action=action,  # type: ignore[arg-type]
+                    sender=txn.sender,
+                    recipient=s.address,
+                    entry=s.entry.original,
+                    source=s.entry.source,
+                    client=server.client_ip,
+                    user=server.user,
+                    message_id=message_id,
+                )
+            )
+
+    async def _drop_upstream(self, server: GuardSMTP, why: str) -> None:
+        log.warning("session=%d upstream lost: %s", server.sid, why)
+        up, server.upstream = server.upstream, None
+        await close_quietly(up, quit=False)
+
+    async def _rset_upstream(self, server: GuardSMTP) -> None:
+        up = server.upstream
+        if up is None or not up.is_connected:
+            return
+        try:
+            await up.rset()
+        except aiosmtplib.SMTPResponseException:
+            pass
+        except LOST as exc:
+            await self._drop_upstream(server, describe(exc))
+
+    async def _upstream_for(self, server: GuardSMTP) -> aiosmtplib.SMTP | str:
+        """The session's upstream, connected on first use; a reply text on failure."""
+        up = server.upstream
+        if up is not None:
+            if up.is_connected:
+                return up
+            # A passthrough login cannot be replayed: we never keep the password.
+            server.upstream = None
+            return text(self.lang, "upstream_lost")
+        settings = self.ctx.settings
+        try:
+            up = await connect(settings.upstream, settings.server.hostname)
+        except UpstreamUnavailable as exc:
+            log.warning("session=%d upstream %s unreachable: %s", server.sid, settings.upstream.host, exc)
+            return text(self.lang, "upstream_down")
+        if settings.upstream.username and settings.server.auth != "passthrough":
+            try:
+                await up.login(settings.upstream.username, settings.upstream_password())
+            except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
+                log.error("upstream login as %s failed: %s", settings.upstream.username, describe(exc))
+                await close_quietly(up)
+                return text(self.lang, "upstream_down")
+        server.upstream = up
+        return up
+
+    # -- greeting --------------------------------------------------------------
+
+    async def handle_EHLO(
+        self, server: GuardSMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if server.txn is not None:
+            self.end_transaction(server)
+            await self._rset_upstream(server)
+        lines = list(responses[:-1])
+        if self.ctx.settings.server.auth == "none":
+            lines = [line for line in lines if not line.startswith("250-AUTH")]
+        lines.append("250-PIPELINING")
+        return [*lines, responses[-1]]
+
+    # -- authentication --------------------------------------------------------
+
+    async def auth_PLAIN(self, server: GuardSMTP, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            blob = await server.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                blob = base64.b64decode(args[1], validate=True)
+            except binascii.Error:
+                return AuthResult(success=False, handled=False, message="501 5.5.2 Can't decode base64")
+        parts = blob.split(b"\x00")
+        if len(parts) != 3:
+            return AuthResult(success=False, handled=False, message="501 5.5.2 Malformed AUTH PLAIN data")
+        return await self._authenticate(server, parts[1], parts[2])
+
+    async def auth_LOGIN(self, server: GuardSMTP, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            login = await server.challenge_auth("Username:")
+        else:
+            try:
+                login = base64.b64decode(args[1], validate=True)
+            except binascii.Error:
+                return AuthResult(success=False, handled=False, message="501 5.5.2 Can't decode base64")
+        if login is MISSING:
+            return AuthResult(success=False, handled=True)
+        password = await server.challenge_auth("Password:")
+        if password is MISSING:
+            return AuthResult(success=False, handled=True)
+        return await self._authenticate(server, login, password)
+
+    async def _authenticate(self, server: GuardSMTP, login_b: bytes, password_b: bytes) -> AuthResult:
+        settings = self.ctx.settings
+        try:
+            login, password = login_b.decode("utf-8"), password_b.decode("utf-8")
+        except UnicodeDecodeError:
+            return AuthResult(success=False, handled=False, message="501 5.5.2 Username or password is not UTF-8")
+        mode = settings.server.auth
+        if mode == "none":
+            return AuthResult(success=False, handled=False, message="503 5.5.1 Authentication is not offered here")
+        if mode == "local":
+            stored = await self.ctx.store.user_hash(login)
+            ok = stored is not None and await asyncio.get_running_loop().run_in_executor(
+                None, verify_password, password, stored
+            )
+            if not ok:
+                log.info("session=%d auth failed for user %s (local)", server.sid, login)
+                await asyncio.sleep(1)  # slows guessing; the client waits, nothing else does
+                return AuthResult(success=False, handled=False, message=text(self.lang, "auth_failed"))
+            server.user = login
+            return AuthResult(success=True, auth_data=login)
+        # passthrough: the upstream decides; its answer goes back verbatim.
+        if server.upstream is not None:
+            await close_quietly(server.upstream)
+            server.upstream = None
+        try:
+            up = await connect(settings.upstream, settings.server.hostname)
+        except UpstreamUnavailable as exc:
+            log.warning("session=%d auth: upstream unreachable: %s", server.sid, exc)
+            return AuthResult(success=False, handled=False, message=text(self.lang, "auth_unavailable"))
+        try:
+            await up.login(login, password)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            log.info("session=%d auth refused upstream for user %s: %d", server.sid, login, exc.code)
+            await close_quietly(up)
+            return AuthResult(success=False, handled=False, message=error_reply(exc))
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            log.warning("session=%d auth: upstream failed: %s", server.sid, describe(exc))
+            await close_quietly(up)
+            return AuthResult(success=False, handled=False, message=text(self.lang, "auth_unavailable"))
+        server.upstream = up
+        server.user = login
+        log.info("session=%d authenticated as %s (passthrough)", server.sid, login)
+        return AuthResult(success=True, auth_data=login)
+
+    # -- transaction -----------------------------------------------------------
+
+    async def handle_MAIL(
+        self, server: GuardSMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        try:
+            return await self._mail(server, session, envelope, address, mail_options)
+        except Exception:
+            log.exception("session=%d MAIL failed", server.sid)
+            return text(self.lang, "internal")
+
+    async def _mail(
+        self, server: GuardSMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if not (session.authenticated or server.trusted):
+            return text(self.lang, "auth_needed")
+        if server.txn is not None:
+            self.end_transaction(server)
+        up = await self._upstream_for(server)
+        if isinstance(up, str):
+            return up
+        sender = "" if address == "<>" else address
+        utf8 = "SMTPUTF8" in options or not sender.isascii()
+        if utf8 and not up.supports_extension("smtputf8"):
+            return "553 5.6.7 The outgoing mail server does not accept non-ASCII addresses"
+        forwarded = [
+            o
+            for o in options
+            if (o.startswith("SIZE=") and up.supports_extension("size"))
+            or (o.startswith("BODY=") and up.supports_extension("8bitmime"))
+            or (o == "SMTPUTF8")
+        ]
+        try:
+            r = await up.mail(sender, options=forwarded, encoding="utf-8" if utf8 else "ascii")
+        except aiosmtplib.SMTPResponseException as exc:
+            return error_reply(exc)
+        except LOST as exc:
+            await self._drop_upstream(server, describe(exc))
+            return text(self.lang, "upstream_lost")
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        server.txn = Transaction(sender=sender, utf8=utf8)
+        return reply_text(r.code, r.message)
+
+    async def handle_RCPT(
+        self, server: GuardSMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        try:
+            return await self._rcpt(server, envelope, address, rcpt_options)
+        except Exception:
+            log.exception("session=%d RCPT failed", server.sid)
+            return text(self.lang, "internal")
+
+    async def _rcpt(self, server: GuardSMTP, envelope: Envelope, address: str, options: list[str]) -> str:
+        settings = self.ctx.settings
+        txn = server.txn
+        up = server.upstream
+        if txn is None or up is None:
+            return "503 5.5.1 Send MAIL first"
+        if len(envelope.rcpt_tos) >= settings.server.max_recipients:
+            return text(self.lang, "too_many")
+        try:
+            entry = await policy.check_recipient(self.ctx.store, address, settings.matching)
+        except RoutingRefused as exc:
+            return text(self.lang, "routing", address=address, why=str(exc))
+        except AddressError as exc:
+            return text(self.lang, "bad_address", address=address, why=str(exc).rstrip("."))
+        except StoreError as exc:
+            log.error("session=%d list unreadable, RCPT refused for now: %s", server.sid, exc)
+            return text(self.lang, "store_down")
+        mode = settings.policy.mode
+        if entry is not None:
+            hit = Suppressed(address, entry)
+            log.info(
+                "session=%d suppressed rcpt=<%s> entry=%s source=%s mode=%s user=%s client=%s",
+                server.sid, address, entry.original, entry.source, mode, server.user, server.client_ip,
+            )
+            if mode == "reject":
+                txn.events.append(("rejected", hit))
+                return policy.recipient_refusal(hit, self.lang)
+            if mode in ("reject-message", "strip"):
+                txn.held.append(hit)
+                envelope.rcpt_tos.append(address)
+                return "250 2.1.5 Recipient OK"
+            txn.events.append(("monitored", hit))
+        try:
+            r = await up.rcpt(address, options=options, encoding="utf-8" if txn.utf8 or not address.isascii() else "ascii")
+        except aiosmtplib.SMTPResponseException as exc:
+            return error_reply(exc)
+        except LOST as exc:
+            await self._drop_upstream(server, describe(exc))
+            return text(self.lang, "upstream_lost")
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        txn.relayed.append(address)
+        return reply_text(r.code, r.message)
+
+    async def handle_DATA(self, server: GuardSMTP, session: Session, envelope: Envelope) -> str:
+        try:
+            return await self._data(server, envelope)
+        except Exception:
+            log.exception("session=%d DATA failed", server.sid)
+            await self._rset_upstream(server)
+            self.end_transaction(server)
+            return text(self.lang, "internal")
+
+    async def _data(self, server: GuardSMTP, envelope: Envelope) -> str:
+        settings = self.ctx.settings
+        txn = server.txn
+        up = server.upstream
+        if txn is None:
+            return "503 5.5.1 Send MAIL first"
+        content: bytes = envelope.original_content or b""
+        message_id = header_value(content, "Message-ID")
+        mode = settings.policy.mode
+        if txn.held and mode == "reject-message":
+            txn.events += [("rejected", s) for s in txn.held]
+            await self._rset_upstream(server)
+            self._log_message(server, txn, "refused", len(content), message_id)
+            self.end_transaction(server, message_id)
+            return policy.message_refusal(txn.held, self.lang)
+        if not txn.relayed or up is None:
+            txn.events += [("stripped", s) for s in txn.held]
+            await self._rset_upstream(server)
+            self._log_message(server, txn, "refused", len(content), message_id)
+            self.end_transaction(server, message_id)
+            return policy.all_stripped(txn.held, self.lang)
+        if txn.held and settings.policy.rewrite_headers:
+            held_keys = {address_key(s.address, settings.matching, strict=False) for s in txn.held}
+            content = remove_recipients(
+                content, lambda a: address_key(a, settings.matching, strict=False) in held_keys
+            )
+        # aiosmtplib's data() timeout covers upload and reply: scale it with size.
+        timeout = settings.upstream.timeout + len(content) / 20_000
+        server.in_data = True
+        server.set_data_deadline(timeout + 30)
+        try:
+            r = await up.data(content, timeout=timeout)
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._rset_upstream(server)
+            self._log_message(server, txn, f"upstream {exc.code}", len(content), message_id)
+            self.end_transaction(server, message_id)
+            return error_reply(exc)
+        except LOST as exc:
+            await self._drop_upstream(server, describe(exc))
+            self._log_message(server, txn, "upstream lost", len(content), message_id)
+            self.end_transaction(server, message_id)
+            return text(self.lang, "upstream_lost")
+        finally:
+            server.in_data = False
+            server.set_data_deadline(None)
+        txn.events += [("stripped", s) for s in txn.held]
+        self._log_message(server, txn, f"relayed {r.code}", len(content), message_id)
+        if txn.held and settings.policy.notify_sender and txn.sender:
+            await self._notify(server, txn, content)
+        self.end_transaction(server, message_id)
+        return reply_text(r.code, r.message)
+
+    async def _notify(self, server: GuardSMTP, txn: Transaction, content: bytes) -> None:
+        """Tell the sender what was stripped, through the same upstream session."""
+        up = server.upstream
+        if up is None:
+            return
+        settings = self.ctx.settings
+        notice = sender_notice(
+            txn.sender,
+            header_value(content, "Subject"),
+            [s.address for s in txn.held],
+            self.lang,
+            settings.server.hostname,
+        )
+        try:
+            await up.send_message(notice, sender=txn.sender, recipients=[txn.sender])
+        except aiosmtplib.SMTPException as exc:
+            log.warning("session=%d sender notice not sent: %s", server.sid, describe(exc))
+            await self._rset_upstream(server)
+        except LOST as exc:
+            await self._drop_upstream(server, describe(exc))
+
+    def _log_message(self, server: GuardSMTP, txn: Transaction, outcome: str, size: int, message_id: str) -> None:
+        log.info(
+            "session=%d message from=<%s> relayed=%d held=%d size=%d outcome=%s message_id=%s user=%s client=%s",
+            server.sid, txn.sender, len(txn.relayed), len(txn.held), size, outcome,
+            message_id or "-", server.user or "-", server.client_ip,
+        )
+
+    async def handle_RSET(self, server: GuardSMTP, session: Session, envelope: Envelope) -> str:
+        if server.txn is not None:
+            self.end_transaction(server)
+            await self._rset_upstream(server)
+        return "250 2.0.0 OK"
+
+    async def handle_QUIT(self, server: GuardSMTP, session: Session, envelope: Envelope) -> str:
+        self.end_transaction(server)
+        up, server.upstream = server.upstream, None
+        await close_quietly(up)
+        return "221 2.0.0 Bye"
+
+    async def handle_exception(self, error: Exception) -> str:
+        # Must be async and return a string (aiosmtpd 1.4.6); 4xx, never a 500.
+        log.error("session error: %s: %s", type(error).__name__, error)
+        return text(self.lang, "internal")

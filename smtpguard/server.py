@@ -1,0 +1,240 @@
+"""Start and stop the relay: listeners, store, signals, systemd notifications.
+
+Graceful stop (SIGTERM/SIGINT): stop accepting, let every transaction in
+flight finish (up to `STOP_DEADLINE`), then say 421 to the remaining
+sessions and exit 0.  Reload (SIGHUP): re-read the configuration; sessions
+see it from their next command; listeners are re-bound when their keys
+changed.  Nothing accepted is lost across either: a client hears 250 only
+after the upstream took the message, and is never cut between the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+from dataclasses import replace
+from pathlib import Path
+
+from . import config
+from .audit import AuditWriter
+from .config import ConfigError, Endpoint, Settings
+from .notify import monotonic_usec, notify, watchdog_interval
+from .relay import Guard, GuardSMTP, RelayContext
+from .safety import relay_problems
+from .store import SQLiteStore, StoreError, open_store
+
+log = logging.getLogger("smtpguard.server")
+
+STOP_DEADLINE = 30.0  # seconds given to transactions in flight at SIGTERM
+_LISTENER_KEYS = ("listen", "smtps_listen", "tls_cert", "tls_key", "hostname", "timeout",
+                  "max_message_size", "auth")
+
+
+class RelayRefused(Exception):
+    """The configuration would make an unsafe relay; the message says why."""
+
+
+def server_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    srv = settings.server
+    if srv.tls_cert is None or srv.tls_key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(srv.tls_cert, srv.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"[server] tls_cert/tls_key {srv.tls_cert}, {srv.tls_key}: {exc}") from None
+    return ctx
+
+
+class Relay:
+    """The running relay: its listeners and the context its sessions share."""
+
+    def __init__(self, settings: Settings, store: SQLiteStore) -> None:
+        self.ctx = RelayContext(settings=settings, store=store, audit=AuditWriter(store))
+        self.guard = Guard(self.ctx)
+        self.listeners: list[asyncio.Server] = []
+        self.endpoints: list[Endpoint] = []  # as bound (port 0 resolved)
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Relay:
+        problems = relay_problems(settings)
+        if problems:
+            raise RelayRefused("refusing to start: " + "; ".join(problems))
+        store = await open_store(settings.store.path, settings.matching)
+        relay = cls(settings, store)
+        try:
+            relay.listeners, relay.endpoints = await relay._bind(settings)
+        except BaseException:
+            await store.close()
+            raise
+        relay.ctx.audit.start()
+        return relay
+
+    def _factory(self, settings: Settings, tls: ssl.SSLContext | None, endpoint: Endpoint, implicit: bool):  # type: ignore[no-untyped-def]
+        srv = settings.server
+        loopback = endpoint.is_loopback
+        loop = asyncio.get_running_loop()
+
+        def make() -> GuardSMTP:
+            return GuardSMTP(
+                self.guard,
+                self.ctx,
+                implicit_tls=implicit,
+                loop=loop,
+                hostname=srv.hostname,
+                ident="smtpguard",
+                enable_SMTPUTF8=True,
+                data_size_limit=srv.max_message_size,
+                timeout=srv.timeout,
+                tls_context=None if implicit else tls,
+                # Off loopback, nothing but EHLO/STARTTLS/QUIT before TLS.
+                require_starttls=tls is not None and not loopback and not implicit,
+                # Passwords in clear only on loopback; implicit TLS is already
+                # encrypted (aiosmtpd does not know it: issue #281).
+                auth_require_tls=not loopback and not implicit,
+                auth_required=False,  # enforced at MAIL: trusted networks may skip AUTH
+            )
+
+        return make
+
+    async def _bind(self, settings: Settings) -> tuple[list[asyncio.Server], list[Endpoint]]:
+        loop = asyncio.get_running_loop()
+        tls = server_tls_context(settings)
+        plan = [(settings.server.listen, False)]
+        if settings.server.smtps_listen is not None:
+            plan.append((settings.server.smtps_listen, True))
+        servers: list[asyncio.Server] = []
+        bound: list[Endpoint] = []
+        try:
+            for endpoint, implicit in plan:
+                srv = await loop.create_server(
+                    self._factory(settings, tls, endpoint, implicit),
+                    host=endpoint.host,
+                    port=endpoint.port,
+                    ssl=tls if implicit else None,
+                    backlog=512,
+                    reuse_address=True,
+                )
+                servers.append(srv)
+                sock = srv.sockets[0].getsockname()
+                bound.append(Endpoint(endpoint.host, int(sock[1])))
+        except OSError as exc:
+            for s in servers:
+                s.close()
+            raise ConfigError(f"[server] cannot listen on {endpoint}: {exc.strerror or exc}") from None
+        for e, (_, implicit) in zip(bound, plan, strict=True):
+            log.info("listening on %s (%s)", e, "implicit TLS" if implicit else "SMTP, STARTTLS" if tls else "SMTP")
+        return servers, bound
+
+    async def reload(self, new: Settings) -> None:
+        """Apply new settings; re-bind listeners when their keys changed."""
+        old = self.ctx.settings
+        problems = relay_problems(new)
+        if problems:
+            raise RelayRefused("reload refused, keeping the running configuration: " + "; ".join(problems))
+        if new.store.path != old.store.path:
+            log.warning("reload: [store] path changed; it takes effect at the next restart")
+            new = replace(new, store=old.store)
+        if new.matching != old.matching:
+            changed = await self.ctx.store.ensure_rules(new.matching)
+            log.info("reload: matching rules changed, %d entries re-keyed", changed)
+        changed_keys = [k for k in _LISTENER_KEYS if getattr(new.server, k) != getattr(old.server, k)]
+        if changed_keys:
+            listeners, endpoints = await self._bind(new)  # raises before we let go of the old ones
+            for s in self.listeners:
+                s.close()
+            self.listeners, self.endpoints = listeners, endpoints
+            log.info("reload: listeners re-bound (%s changed)", ", ".join(changed_keys))
+        self.ctx.settings = new
+        log.info("reload: configuration applied")
+
+    async def stop(self, deadline: float = STOP_DEADLINE) -> None:
+        """Stop accepting, let transactions finish, close the rest with 421."""
+        self.ctx.accepting = False
+        for s in self.listeners:
+            s.close()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline
+        self._close_idle()
+        while any(s.txn is not None or s.in_data for s in self.ctx.sessions) and loop.time() < end:
+            await asyncio.sleep(0.05)
+            self._close_idle()
+        for s in list(self.ctx.sessions):
+            self._say_goodbye(s)
+        while self.ctx.sessions and loop.time() < end + 5:
+            await asyncio.sleep(0.05)
+        await self.ctx.audit.close()
+        await self.ctx.store.close()
+
+    def _close_idle(self) -> None:
+        for s in list(self.ctx.sessions):
+            if s.txn is None and not s.in_data and not s.busy:
+                self._say_goodbye(s)
+
+    @staticmethod
+    def _say_goodbye(s: GuardSMTP) -> None:
+        transport = s.transport
+        if transport is None or transport.is_closing():
+            s.ctx.sessions.discard(s)
+            return
+        with contextlib.suppress(Exception):
+            transport.write(b"421 4.3.2 smtpguard is restarting, please send again in a moment\r\n")
+        transport.close()
+
+
+async def serve_forever(settings: Settings, *, config_path: Path | None = None, db: Path | None = None) -> int:
+    """`smtpguard serve`: run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
+    try:
+        relay = await Relay.start(settings)
+    except (RelayRefused, StoreError) as exc:
+        log.error("%s", exc)
+        raise ConfigError(str(exc)) from None
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reloads: asyncio.Queue[None] = asyncio.Queue()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
+
+    tasks = [asyncio.create_task(_reload_loop(relay, reloads, config_path, db), name="reload")]
+    interval = watchdog_interval()
+    if interval:
+        tasks.append(asyncio.create_task(_watchdog(interval), name="watchdog"))
+    if settings.watch.folder is not None:
+        from .watch import watch_folder
+
+        tasks.append(asyncio.create_task(watch_folder(relay.ctx), name="watch"))
+    notify("READY=1", f"STATUS=listening on {', '.join(map(str, relay.endpoints))}")
+    log.info("smtpguard ready (mode %s, auth %s, upstream %s:%d)", settings.policy.mode,
+             settings.server.auth, settings.upstream.host, settings.upstream.port)
+    await stop.wait()
+    notify("STOPPING=1")
+    log.info("stopping: finishing transactions in flight (up to %.0f s)", STOP_DEADLINE)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await relay.stop()
+    log.info("stopped")
+    return 0
+
+
+async def _reload_loop(relay: Relay, reloads: asyncio.Queue[None], config_path: Path | None, db: Path | None) -> None:
+    while True:
+        await reloads.get()
+        notify("RELOADING=1", monotonic_usec())
+        try:
+            new = config.load(config_path, db)
+            await relay.reload(new)
+        except (ConfigError, RelayRefused, StoreError) as exc:
+            log.error("reload failed, still running with the previous configuration: %s", exc)
+        notify("READY=1", f"STATUS=listening on {', '.join(map(str, relay.endpoints))}")
+
+
+async def _watchdog(interval: float) -> None:
+    while True:
+        notify("WATCHDOG=1")
+        await asyncio.sleep(interval)

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smtpguard.addresses import MatchRules, parse_entry
+from smtpguard.server import Relay
+from smtpguard.store import EntryRow, open_store
+
+from .smtp_fixtures import Certs, Upstream, relay_settings, start_upstream
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return Certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+async def upstream(certs: Certs) -> AsyncIterator[Upstream]:
+    up = await start_upstream(Upstream(), certs)
+    yield up
+    assert up.server is not None
+    up.server.close()
+
+
+async def add_entries(db: Path, *entries: str, source: str = "lemlist", added: str = "2026-10-03T09:00:00+00:00") -> None:
+    store = await open_store(db, MatchRules())
+    try:
+        rows = []
+        for text in entries:
+            e = parse_entry(text)
+            rows.append(EntryRow(e.key, e.kind, e.original, source, "unsubscribed", added, None))
+        await store.add_entries(rows)
+    finally:
+        await store.close()
+
+
+RelayFactory = Callable[..., Awaitable[Relay]]
+
+
+@pytest.fixture
+async def make_relay(tmp_path: Path, upstream: Upstream, certs: Certs) -> AsyncIterator[RelayFactory]:
+    """Start a relay in front of the fixture upstream; `make_relay(policy={"mode": "strip"})`."""
+    started: list[Relay] = []
+
+    async def make(blocked: tuple[str, ...] = ("jane.doe@example.com", "@blocked.example"), **sections: Any) -> Relay:
+        settings = relay_settings(tmp_path, upstream, certs, **sections)
+        await add_entries(settings.store.path, *blocked)
+        relay = await Relay.start(settings)
+        started.append(relay)
+        return relay
+
+    yield make
+    for r in started:
+        await r.stop(deadline=2)

@@ -1,0 +1,135 @@
+"""A real upstream SMTP server for tests, and a relay wired to it.
+
+The upstream is aiosmtpd on loopback with real TLS (trustme), real AUTH,
+and answers chosen per test (refuse a recipient, fail DATA, go silent).
+It records exactly what it received, so tests assert both sides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import trustme
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from smtpguard.addresses import MatchRules
+from smtpguard.config import (
+    Endpoint,
+    PolicySettings,
+    ServerSettings,
+    Settings,
+    StoreSettings,
+    UpstreamSettings,
+)
+from smtpguard.server import Relay
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes
+    user: str | None
+
+
+@dataclass
+class Upstream:
+    """Knobs a test can turn, and what the server saw."""
+
+    users: dict[str, str] = field(default_factory=lambda: {"alice": "s3cret", "relay": "relaypw"})
+    refuse_rcpt: dict[str, str] = field(default_factory=dict)  # address -> reply
+    data_reply: str | None = None  # e.g. "554 5.7.1 Spam"
+    data_delay: float = 0.0
+    received: list[Received] = field(default_factory=list)
+    rcpt_seen: list[str] = field(default_factory=list)
+    logins: list[str] = field(default_factory=list)
+    port: int = 0
+    server: asyncio.Server | None = None
+
+    # aiosmtpd handler hooks
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+        self.rcpt_seen.append(address)
+        if address in self.refuse_rcpt:
+            return self.refuse_rcpt[address]
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
+        if self.data_reply:
+            return self.data_reply
+        user = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
+        self.received.append(
+            Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content or b"", user)
+        )
+        return f"250 2.0.0 Ok: queued as Q{len(self.received)}"
+
+    def authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
+        login = data.login.decode()
+        if self.users.get(login) == data.password.decode():
+            self.logins.append(login)
+            return AuthResult(success=True, auth_data=LoginPassword(data.login, b""))
+        return AuthResult(success=False, handled=False, message="535 5.7.8 upstream says: bad credentials")
+
+
+class Certs:
+    def __init__(self, tmp: Path) -> None:
+        self.ca = trustme.CA()
+        cert = self.ca.issue_cert("localhost", "127.0.0.1", "::1")
+        self.ca_file = tmp / "ca.pem"
+        self.cert_file = tmp / "cert.pem"
+        self.key_file = tmp / "key.pem"
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+        cert.cert_chain_pems[0].write_to_path(str(self.cert_file))
+        for pem in cert.cert_chain_pems[1:]:
+            pem.write_to_path(str(self.cert_file), append=True)
+        cert.private_key_pem.write_to_path(str(self.key_file))
+
+    def server_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.cert_file, self.key_file)
+        return ctx
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+
+async def start_upstream(up: Upstream, certs: Certs, security: str = "starttls") -> Upstream:
+    loop = asyncio.get_running_loop()
+    tls = certs.server_context()
+
+    def factory() -> SMTP:
+        return SMTP(
+            up,
+            loop=loop,
+            hostname="upstream.test",
+            enable_SMTPUTF8=True,
+            authenticator=up.authenticate,
+            auth_require_tls=security != "tls",
+            tls_context=tls if security == "starttls" else None,
+            require_starttls=security == "starttls",
+        )
+
+    up.server = await loop.create_server(factory, "127.0.0.1", 0, ssl=tls if security == "tls" else None)
+    up.port = up.server.sockets[0].getsockname()[1]
+    return up
+
+
+def relay_settings(tmp: Path, up: Upstream, certs: Certs, **sections: dict[str, Any]) -> Settings:
+    """Settings for a relay on 127.0.0.1:<free port> in front of `up`."""
+    server = ServerSettings(listen=Endpoint("127.0.0.1", 0), hostname="relay.test", timeout=30)
+    upstream = UpstreamSettings(host="localhost", port=up.port, security="starttls", ca_file=certs.ca_file, timeout=10)
+    s = Settings(server=server, upstream=upstream, policy=PolicySettings(), store=StoreSettings(tmp / "list.db"),
+                 matching=MatchRules())
+    for name, values in sections.items():
+        s = replace(s, **{name: replace(getattr(s, name), **values)})
+    return s
+
+
+async def start_relay(settings: Settings) -> Relay:
+    return await Relay.start(settings)
