@@ -52,8 +52,9 @@ class MatchRules:
     gmail_dots: bool = True
 
     def tag(self) -> str:
-        """A short stable text that changes whenever the rules change."""
-        return f"subaddress={int(self.ignore_subaddress)};gmail_dots={int(self.gmail_dots)}"
+        """A short stable text that changes whenever the rules (or how keys are made) change."""
+        # keys=2: googlemail.com subdomains became gmail.com ones; stores re-key on open.
+        return f"keys=2;subaddress={int(self.ignore_subaddress)};gmail_dots={int(self.gmail_dots)}"
 
 
 DEFAULT_RULES = MatchRules()
@@ -87,8 +88,10 @@ def _local_key(local: str, ascii_domain: str, rules: MatchRules) -> str:
 
 
 def _domain_key(ascii_domain: str, rules: MatchRules) -> str:
-    if rules.gmail_dots and ascii_domain == "googlemail.com":
-        return "gmail.com"
+    # googlemail.com is gmail.com, subdomains included, so that a domain entry
+    # for either covers `x@mail.googlemail.com` (lookup_keys walks parents).
+    if rules.gmail_dots and (ascii_domain == "googlemail.com" or ascii_domain.endswith(".googlemail.com")):
+        return ascii_domain[: -len("googlemail.com")] + "gmail.com"
     return ascii_domain
 
 
@@ -135,6 +138,17 @@ def split_address(address: str, *, strict: bool = True) -> tuple[str, str]:
     fast = fast_split(address)
     if fast is not None:
         return fast
+    special = None
+    if not strict:
+        # email-validator refuses special-use names (.local, localhost, ...) even
+        # with test_environment; a relay must still check `user@corp.local`.  The
+        # names are ASCII, so validate with `test` (always allowed there) in their
+        # place and put them back.
+        at = address.rfind("@")
+        head, _, last = address[at + 1 :].rpartition(".")
+        if at > 0 and last.lower() in _SPECIAL_USE and last.lower() != "test":
+            special = last.lower()
+            address = f"{address[: at + 1]}{head}{'.' if head else ''}test"
     try:
         info = validate_email(
             address,
@@ -147,7 +161,12 @@ def split_address(address: str, *, strict: bool = True) -> tuple[str, str]:
         )
     except EmailNotValidError as exc:
         raise AddressError(str(exc)) from None
-    return _unquote(info.local_part), info.ascii_domain
+    domain = info.ascii_domain
+    if special is not None:
+        domain = domain[: -len("test")] + special
+        if len(info.original) - 4 + len(special) > 254:
+            raise AddressError("The email address is too long.")
+    return _unquote(info.local_part), domain
 
 
 def address_key(address: str, rules: MatchRules = DEFAULT_RULES, *, strict: bool = True) -> str:
