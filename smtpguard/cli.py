@@ -622,6 +622,63 @@ def demo(
     raise typer.Exit(run(lambda: run_demo(folder, port)))
 
 
+@app.command()
+def send(
+    to: Annotated[list[str], typer.Option("--to", help="Recipient; repeat for several.")],
+    server: Annotated[str, typer.Option(help="Relay to send through, host:port.")] = "127.0.0.1:2525",
+    from_: Annotated[str, typer.Option("--from", help="Sender address.")] = "you@example.com",
+    subject: Annotated[str, typer.Option(help="Subject of the test message.")] = "smtpguard test message",
+    user: Annotated[str | None, typer.Option(help="Log in as this user (password read from stdin).")] = None,
+    starttls: Annotated[bool, typer.Option("--starttls", help="Use STARTTLS (certificate checked).")] = False,
+) -> None:
+    """Send a short test message through a relay and show each answer (exit 1 if anything was refused)."""
+    import smtplib
+    import ssl
+    from email.message import EmailMessage
+
+    try:
+        endpoint = config.parse_endpoint(server)
+    except ValueError as exc:
+        fail(f"--server must be {exc}")
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = from_, ", ".join(to), subject
+    msg.set_content("A test message sent with `smtpguard send`.\n")
+    refused = False
+    try:
+        with smtplib.SMTP(endpoint.host, endpoint.port, timeout=60) as smtp:
+            smtp.ehlo()
+            if starttls:
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()
+            if user:
+                smtp.login(user, sys.stdin.readline().rstrip("\r\n"))
+            code, text = smtp.mail(from_)
+            typer.echo(f"MAIL FROM:<{from_}>  -> {code} {text.decode()}")
+            if code != 250:
+                raise typer.Exit(1)
+            accepted = []
+            for rcpt in to:
+                code, text = smtp.rcpt(rcpt)
+                typer.echo(f"RCPT TO:<{rcpt}>  -> {code} {text.decode()}")
+                if code in (250, 251):
+                    accepted.append(rcpt)
+                else:
+                    refused = True
+            if not accepted:
+                smtp.rset()
+                typer.echo("nothing sent: every recipient was refused")
+                raise typer.Exit(1)
+            code, text = smtp.data(msg.as_bytes())
+            typer.echo(f"DATA  -> {code} {text.decode()}")
+            refused = refused or code != 250
+    except smtplib.SMTPAuthenticationError as exc:
+        fail(f"login refused: {exc.smtp_code} {exc.smtp_error.decode(errors='replace')}", code=1)
+    except (smtplib.SMTPException, OSError) as exc:
+        fail(f"cannot send through {server}: {exc}", code=1)
+    if refused:
+        raise typer.Exit(1)
+
+
 def version_callback(value: bool) -> None:
     if value:
         typer.echo(f"smtpguard {__version__}")

@@ -43,15 +43,15 @@ def _why(s: Suppressed, lang: str) -> str:
         who = (
             f"tout le domaine {e.original.lstrip('@')} est sur la liste d'exclusion"
             if e.kind == "domain"
-            else f"cette adresse est sur la liste d'exclusion ({e.reason})"
+            else "cette adresse est sur la liste d'exclusion"
         )
-        return f"{who} depuis le {_date(e)}, source {e.source}"
+        return f"{who} depuis le {_date(e)} (motif : {e.reason}, source : {e.source})"
     who = (
         f"everyone at {e.original.lstrip('@')} is on the do-not-contact list"
         if e.kind == "domain"
-        else f"this address is on the do-not-contact list ({e.reason})"
+        else "this address is on the do-not-contact list"
     )
-    return f"{who} since {_date(e)}, source {e.source}"
+    return f"{who} since {_date(e)} (reason: {e.reason}, source: {e.source})"
 
 
 def recipient_refusal(s: Suppressed, lang: str) -> str:

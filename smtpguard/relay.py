@@ -367,7 +367,7 @@ class Guard:
             hit = Suppressed(address, entry)
             log.info(
                 "session=%d suppressed rcpt=<%s> entry=%s source=%s mode=%s user=%s client=%s",
-                server.sid, address, entry.original, entry.source, mode, server.user, server.client_ip,
+                server.sid, address, entry.original, entry.source, mode, server.user or "-", server.client_ip,
             )
             if mode == "reject":
                 txn.events.append(("rejected", hit))

@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run demo serve test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+# With a configuration ($$SMTPGUARD_CONFIG or /etc/smtpguard/smtpguard.toml) run
+# the relay; without one, the self-contained demo on 127.0.0.1:2525.
+run: $(VENV)/.installed
+	@if [ -n "$$SMTPGUARD_CONFIG" ] || [ -f /etc/smtpguard/smtpguard.toml ]; then \
+		exec $(BIN)/smtpguard serve; \
+	else \
+		exec $(BIN)/smtpguard demo; \
+	fi
+
+demo: $(VENV)/.installed
+	$(BIN)/smtpguard demo
+
+test: $(VENV)/.installed-test
+	$(BIN)/ruff check smtpguard tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/import_bench.py
+	$(BIN)/python bench/lookup_bench.py
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis
