@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,16 @@ def _describe(path: Path, exc: BaseException) -> StoreError:
     return StoreError(f"store {path}: {exc}")
 
 
+@contextmanager
+def _store_errors(path: Path) -> Iterator[None]:
+    # Callers (CLI, relay) catch StoreError only: a bare sqlite3.Error would be
+    # a traceback in the CLI and an unanswered RCPT in the relay.
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise _describe(path, exc) from None
+
+
 class SQLiteStore:
     """The suppression list in one SQLite file (see module docstring)."""
 
@@ -141,6 +153,10 @@ class SQLiteStore:
     # -- the list ----------------------------------------------------------
 
     async def ensure_rules(self, rules: MatchRules) -> int:
+        with _store_errors(self.path):
+            return await self._ensure_rules(rules)
+
+    async def _ensure_rules(self, rules: MatchRules) -> int:
         tag = rules.tag()
         async with self._db.execute("SELECT value FROM meta WHERE name = 'rules'") as cur:
             row = await cur.fetchone()
@@ -210,16 +226,19 @@ class SQLiteStore:
 
     async def remove(self, keys: Sequence[str]) -> list[str]:
         removed: list[str] = []
-        await self._db.execute("BEGIN IMMEDIATE")
-        try:
-            for key in keys:
-                async with self._db.execute("DELETE FROM entries WHERE key = ? RETURNING key", (key,)) as cur:
-                    if await cur.fetchone() is not None:
-                        removed.append(key)
-            await self._db.execute("COMMIT")
-        except BaseException:
-            await self._db.execute("ROLLBACK")
-            raise
+        with _store_errors(self.path):
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for key in keys:
+                    async with self._db.execute(
+                        "DELETE FROM entries WHERE key = ? RETURNING key", (key,)
+                    ) as cur:
+                        if await cur.fetchone() is not None:
+                            removed.append(key)
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
         return removed
 
     async def match(self, keys: Sequence[str], today: str | None = None) -> StoredEntry | None:
@@ -252,32 +271,35 @@ class SQLiteStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY key"
-        async with self._db.execute(sql, args) as cur:
-            while batch := await cur.fetchmany(2000):
-                for row in batch:
-                    yield _entry(row)
+        with _store_errors(self.path):
+            async with self._db.execute(sql, args) as cur:
+                while batch := await cur.fetchmany(2000):
+                    for row in batch:
+                        yield _entry(row)
 
     async def count(self) -> int:
-        async with self._db.execute("SELECT count(*) FROM entries") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        with _store_errors(self.path):
+            async with self._db.execute("SELECT count(*) FROM entries") as cur:
+                row = await cur.fetchone()
+            return int(row[0]) if row else 0
 
     async def stats(self, since: str) -> Stats:
-        today = utc_today()
-        async with self._db.execute(
-            "SELECT source, kind, count(*) FROM entries GROUP BY source, kind ORDER BY source, kind"
-        ) as cur:
-            by_source = [(str(r[0]), str(r[1]), int(r[2])) for r in await cur.fetchall()]
-        async with self._db.execute(
-            "SELECT count(*) FROM entries WHERE expires IS NOT NULL AND expires <= ?", (today,)
-        ) as cur:
-            row = await cur.fetchone()
-            expired = int(row[0]) if row else 0
-        async with self._db.execute(
-            "SELECT action, count(*) FROM events WHERE time >= ? GROUP BY action", (since,)
-        ) as cur:
-            actions = {str(r[0]): int(r[1]) for r in await cur.fetchall()}
-        return Stats(by_source, expired, actions)
+        with _store_errors(self.path):
+            today = utc_today()
+            async with self._db.execute(
+                "SELECT source, kind, count(*) FROM entries GROUP BY source, kind ORDER BY source, kind"
+            ) as cur:
+                by_source = [(str(r[0]), str(r[1]), int(r[2])) for r in await cur.fetchall()]
+            async with self._db.execute(
+                "SELECT count(*) FROM entries WHERE expires IS NOT NULL AND expires <= ?", (today,)
+            ) as cur:
+                row = await cur.fetchone()
+                expired = int(row[0]) if row else 0
+            async with self._db.execute(
+                "SELECT action, count(*) FROM events WHERE time >= ? GROUP BY action", (since,)
+            ) as cur:
+                actions = {str(r[0]): int(r[1]) for r in await cur.fetchall()}
+            return Stats(by_source, expired, actions)
 
     # -- audit log ---------------------------------------------------------
 
@@ -289,10 +311,7 @@ class SQLiteStore:
             try:
                 await self._db.executemany(
                     f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-                    [
-                        (e.time, e.action, e.sender, e.recipient, e.entry, e.source, e.client, e.user, e.message_id)
-                        for e in events
-                    ],
+                    [astuple(e) for e in events],  # Event's fields are in _EVENT_COLUMNS order
                 )
                 await self._db.execute("COMMIT")
             except BaseException:
@@ -304,45 +323,50 @@ class SQLiteStore:
     async def events(
         self, since: str | None = None, sender: str | None = None, limit: int | None = None
     ) -> list[Event]:
-        where, args = [], []
-        if since:
-            where.append("time >= ?")
-            args.append(since)
-        if sender:
-            where.append("lower(sender) = lower(?)")
-            args.append(sender)
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(str(limit))
-        async with self._db.execute(sql, args) as cur:
-            rows = await cur.fetchall()
-        return [Event(*r) for r in reversed(list(rows))]
+        with _store_errors(self.path):
+            where, args = [], []
+            if since:
+                where.append("time >= ?")
+                args.append(since)
+            if sender:
+                where.append("lower(sender) = lower(?)")
+                args.append(sender)
+            sql = f"SELECT {_EVENT_COLUMNS} FROM events"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY id DESC"
+            if limit is not None:
+                sql += " LIMIT ?"
+                args.append(str(limit))
+            async with self._db.execute(sql, args) as cur:
+                rows = await cur.fetchall()
+            return [Event(*r) for r in reversed(list(rows))]
 
     # -- local users -------------------------------------------------------
 
     async def set_user(self, name: str, password_hash: str) -> bool:
-        async with self._db.execute("SELECT 1 FROM users WHERE name = ?", (name,)) as cur:
-            exists = await cur.fetchone() is not None
-        await self._db.execute(
-            "INSERT INTO users (name, hash, created) VALUES (?, ?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET hash = excluded.hash",
-            (name, password_hash, utc_now()),
-        )
-        return not exists
+        with _store_errors(self.path):
+            async with self._db.execute("SELECT 1 FROM users WHERE name = ?", (name,)) as cur:
+                exists = await cur.fetchone() is not None
+            await self._db.execute(
+                "INSERT INTO users (name, hash, created) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET hash = excluded.hash",
+                (name, password_hash, utc_now()),
+            )
+            return not exists
 
     async def remove_user(self, name: str) -> bool:
-        async with self._db.execute("DELETE FROM users WHERE name = ? RETURNING name", (name,)) as cur:
-            return await cur.fetchone() is not None
+        with _store_errors(self.path):
+            async with self._db.execute("DELETE FROM users WHERE name = ? RETURNING name", (name,)) as cur:
+                return await cur.fetchone() is not None
 
     async def user_hash(self, name: str) -> str | None:
-        async with self._db.execute("SELECT hash FROM users WHERE name = ?", (name,)) as cur:
-            row = await cur.fetchone()
-        return str(row[0]) if row else None
+        with _store_errors(self.path):
+            async with self._db.execute("SELECT hash FROM users WHERE name = ?", (name,)) as cur:
+                row = await cur.fetchone()
+            return str(row[0]) if row else None
 
     async def users(self) -> list[tuple[str, str]]:
-        async with self._db.execute("SELECT name, created FROM users ORDER BY name") as cur:
-            return [(str(r[0]), str(r[1])) for r in await cur.fetchall()]
+        with _store_errors(self.path):
+            async with self._db.execute("SELECT name, created FROM users ORDER BY name") as cur:
+                return [(str(r[0]), str(r[1])) for r in await cur.fetchall()]
