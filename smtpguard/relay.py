@@ -306,7 +306,10 @@ class Guard:
     async def _mail(
         self, server: GuardSMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        if not (session.authenticated or server.trusted):
+        # trusted_networks stand in for AUTH only with auth = "none": with
+        # "local" the relay would otherwise send under its own upstream
+        # account for anyone on the machine or LAN.
+        if not (session.authenticated or (server.trusted and self.ctx.settings.server.auth == "none")):
             return text(self.lang, "auth_needed")
         if server.txn is not None:
             self.end_transaction(server)

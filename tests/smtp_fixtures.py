@@ -47,6 +47,9 @@ class Upstream:
     received: list[Received] = field(default_factory=list)
     rcpt_seen: list[str] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
+    rsets: int = 0  # RSET commands seen
+    connections: int = 0  # sessions opened
+    open_sessions: int = 0  # sessions still connected
     port: int = 0
     server: asyncio.Server | None = None
 
@@ -57,6 +60,10 @@ class Upstream:
             return self.refuse_rcpt[address]
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 Ok"
+
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.rsets += 1
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.data_delay:
@@ -99,12 +106,25 @@ class Certs:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
 
+class _CountingSMTP(SMTP):  # type: ignore[misc]
+    """Keeps `Upstream.connections` / `open_sessions` up to date."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.event_handler.connections += 1
+        self.event_handler.open_sessions += 1
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.event_handler.open_sessions -= 1
+        super().connection_lost(exc)
+
+
 async def start_upstream(up: Upstream, certs: Certs, security: str = "starttls") -> Upstream:
     loop = asyncio.get_running_loop()
     tls = certs.server_context()
 
     def factory() -> SMTP:
-        return SMTP(
+        return _CountingSMTP(
             up,
             loop=loop,
             hostname="upstream.test",

@@ -1,0 +1,108 @@
+"""Shared pieces of the relay tests: clients, messages, the audit trail.
+
+Every test talks to a real `Relay` over TCP with a real client — stdlib
+`smtplib` (blocking, so run in a thread) or `aiosmtplib` — in front of the
+real fixture upstream, and checks what the client heard *and* what the
+upstream received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import socket
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosmtplib
+
+from smtpguard.addresses import MatchRules
+from smtpguard.server import Relay
+from smtpguard.store import Event, open_store
+
+from .conftest import add_entries
+from .smtp_fixtures import Certs, Upstream, relay_settings
+
+T = TypeVar("T")
+
+SENDER = "alice@corp.example"
+
+
+def message(to: str = "bob@ok.example", cc: str = "", subject: str = "Quarterly offer", mid: str = "m1") -> bytes:
+    lines = [f"From: Alice <{SENDER}>", f"To: {to}"]
+    if cc:
+        lines.append(f"Cc: {cc}")
+    lines += [f"Subject: {subject}", f"Message-ID: <{mid}@corp.example>", "", "Hello,", ".dot line", "Bye", ""]
+    return "\r\n".join(lines).encode()
+
+
+def port_of(relay: Relay, index: int = 0) -> int:
+    return relay.endpoints[index].port
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def aio(relay: Relay, *, login: tuple[str, str] | None = ("alice", "s3cret"), index: int = 0,
+              **kw: Any) -> aiosmtplib.SMTP:
+    """A connected aiosmtplib client (plain, no STARTTLS unless asked), logged in if `login`."""
+    kw.setdefault("start_tls", False)
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port_of(relay, index), timeout=10, **kw)
+    await client.connect()
+    if client.is_ehlo_or_helo_needed:
+        await client.ehlo()
+    if login is not None:
+        await client.login(*login)
+    return client
+
+
+def blocking_client(port: int, **kw: Any) -> smtplib.SMTP:
+    s = smtplib.SMTP("127.0.0.1", port, timeout=10, **kw)
+    s.ehlo("client.test")
+    return s
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run a blocking smtplib conversation without blocking the relay's loop."""
+    return await asyncio.to_thread(fn, *args)
+
+
+async def audit_events(relay: Relay) -> list[Event]:
+    """Stop the relay (which flushes the audit writer) and read the trail back."""
+    await relay.stop(deadline=2)
+    store = await open_store(relay.ctx.settings.store.path, MatchRules())
+    try:
+        return await store.events()
+    finally:
+        await store.close()
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float = 3.0) -> bool:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        if loop.time() > end:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+@asynccontextmanager
+async def relay_for(up: Upstream, tmp: Path, certs: Certs, blocked: tuple[str, ...] = ("jane.doe@example.com",),
+                    **sections: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """A relay in front of a custom upstream (the `make_relay` fixture uses the default one)."""
+    settings = relay_settings(tmp, up, certs, **sections)
+    await add_entries(settings.store.path, *blocked)
+    relay = await Relay.start(settings)
+    try:
+        yield relay
+    finally:
+        await relay.stop(deadline=2)
+        if up.server is not None:
+            up.server.close()
