@@ -131,11 +131,13 @@ TEXTS: dict[str, dict[str, str]] = {
         "Réessayez dans quelques minutes.",
         "upstream_lost": "451 4.4.2 La connexion au serveur d'envoi a été perdue avant qu'il confirme "
         "le message ; renvoyez-le.",
-        "routing": "553 5.7.1 Pas d'envoi à {address} : {why}. Utilisez une adresse simple comme nom@exemple.fr.",
+        "routing": "553 5.7.1 Pas d'envoi à {address} : {why}. "
+        "Utilisez une adresse simple comme nom@exemple.fr.",
         "bad_address": "501 5.1.3 {address} n'est pas une adresse e-mail valide ({why}).",
         "auth_needed": "530 5.7.0 Identifiez-vous d'abord : le serveur sortant (SMTP) doit utiliser "
         "l'authentification avec votre identifiant et mot de passe habituels.",
-        "too_many": "452 4.5.3 Trop de destinataires dans un même message ; envoyez les autres dans un second message.",
+        "too_many": "452 4.5.3 Trop de destinataires dans un même message ; "
+        "envoyez les autres dans un second message.",
         "auth_unavailable": "454 4.7.0 Impossible de vérifier votre mot de passe pour l'instant (le serveur "
         "d'envoi ne répond pas) ; réessayez dans quelques minutes.",
         "auth_failed": "535 5.7.8 Identifiant ou mot de passe refusé.",

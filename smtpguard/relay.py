@@ -253,10 +253,14 @@ class Guard:
         try:
             login, password = login_b.decode("utf-8"), password_b.decode("utf-8")
         except UnicodeDecodeError:
-            return AuthResult(success=False, handled=False, message="501 5.5.2 Username or password is not UTF-8")
+            return AuthResult(
+                success=False, handled=False, message="501 5.5.2 Username or password is not UTF-8"
+            )
         mode = settings.server.auth
         if mode == "none":
-            return AuthResult(success=False, handled=False, message="503 5.5.1 Authentication is not offered here")
+            return AuthResult(
+                success=False, handled=False, message="503 5.5.1 Authentication is not offered here"
+            )
         if mode == "local":
             stored = await self.ctx.store.user_hash(login)
             ok = stored is not None and await asyncio.get_running_loop().run_in_executor(
@@ -381,7 +385,8 @@ class Guard:
                 return "250 2.1.5 Recipient OK"
             txn.events.append(("monitored", hit))
         try:
-            r = await up.rcpt(address, options=options, encoding="utf-8" if txn.utf8 or not address.isascii() else "ascii")
+            encoding = "utf-8" if txn.utf8 or not address.isascii() else "ascii"
+            r = await up.rcpt(address, options=options, encoding=encoding)
         except aiosmtplib.SMTPResponseException as exc:
             return error_reply(exc)
         except LOST as exc:
@@ -474,9 +479,12 @@ class Guard:
         except LOST as exc:
             await self._drop_upstream(server, describe(exc))
 
-    def _log_message(self, server: GuardSMTP, txn: Transaction, outcome: str, size: int, message_id: str) -> None:
+    def _log_message(
+        self, server: GuardSMTP, txn: Transaction, outcome: str, size: int, message_id: str
+    ) -> None:
         log.info(
-            "session=%d message from=<%s> relayed=%d held=%d size=%d outcome=%s message_id=%s user=%s client=%s",
+            "session=%d message from=<%s> relayed=%d held=%d size=%d outcome=%s"
+            " message_id=%s user=%s client=%s",
             server.sid, txn.sender, len(txn.relayed), len(txn.held), size, outcome,
             message_id or "-", server.user or "-", server.client_ip,
         )

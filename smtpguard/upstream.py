@@ -29,7 +29,7 @@ def new_client(up: UpstreamSettings, local_hostname: str) -> aiosmtplib.SMTP:
         port=up.port,
         timeout=up.timeout,
         use_tls=up.security == "tls",
-        start_tls=True if up.security == "starttls" else False,
+        start_tls=up.security == "starttls",
         tls_context=client_tls_context(up) if up.security != "none" else None,
         local_hostname=local_hostname,
     )

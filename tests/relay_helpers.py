@@ -30,11 +30,21 @@ T = TypeVar("T")
 SENDER = "alice@corp.example"
 
 
-def message(to: str = "bob@ok.example", cc: str = "", subject: str = "Quarterly offer", mid: str = "m1") -> bytes:
+def message(
+    to: str = "bob@ok.example", cc: str = "", subject: str = "Quarterly offer", mid: str = "m1"
+) -> bytes:
     lines = [f"From: Alice <{SENDER}>", f"To: {to}"]
     if cc:
         lines.append(f"Cc: {cc}")
-    lines += [f"Subject: {subject}", f"Message-ID: <{mid}@corp.example>", "", "Hello,", ".dot line", "Bye", ""]
+    lines += [
+        f"Subject: {subject}",
+        f"Message-ID: <{mid}@corp.example>",
+        "",
+        "Hello,",
+        ".dot line",
+        "Bye",
+        "",
+    ]
     return "\r\n".join(lines).encode()
 
 
@@ -49,8 +59,9 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def aio(relay: Relay, *, login: tuple[str, str] | None = ("alice", "s3cret"), index: int = 0,
-              **kw: Any) -> aiosmtplib.SMTP:
+async def aio(
+    relay: Relay, *, login: tuple[str, str] | None = ("alice", "s3cret"), index: int = 0, **kw: Any
+) -> aiosmtplib.SMTP:
     """A connected aiosmtplib client (plain, no STARTTLS unless asked), logged in if `login`."""
     kw.setdefault("start_tls", False)
     client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port_of(relay, index), timeout=10, **kw)
@@ -94,8 +105,13 @@ async def wait_for(cond: Callable[[], bool], timeout: float = 3.0) -> bool:
 
 
 @asynccontextmanager
-async def relay_for(up: Upstream, tmp: Path, certs: Certs, blocked: tuple[str, ...] = ("jane.doe@example.com",),
-                    **sections: dict[str, Any]):  # type: ignore[no-untyped-def]
+async def relay_for(
+    up: Upstream,
+    tmp: Path,
+    certs: Certs,
+    blocked: tuple[str, ...] = ("jane.doe@example.com",),
+    **sections: dict[str, Any],
+):  # type: ignore[no-untyped-def]
     """A relay in front of a custom upstream (the `make_relay` fixture uses the default one)."""
     settings = relay_settings(tmp, up, certs, **sections)
     await add_entries(settings.store.path, *blocked)

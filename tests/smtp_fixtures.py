@@ -54,7 +54,9 @@ class Upstream:
     server: asyncio.Server | None = None
 
     # aiosmtpd handler hooks
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
         self.rcpt_seen.append(address)
         if address in self.refuse_rcpt:
             return self.refuse_rcpt[address]
@@ -76,7 +78,9 @@ class Upstream:
         )
         return f"250 2.0.0 Ok: queued as Q{len(self.received)}"
 
-    def authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
+    def authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
         login = data.login.decode()
         if self.users.get(login) == data.password.decode():
             self.logins.append(login)
@@ -143,9 +147,16 @@ async def start_upstream(up: Upstream, certs: Certs, security: str = "starttls")
 def relay_settings(tmp: Path, up: Upstream, certs: Certs, **sections: dict[str, Any]) -> Settings:
     """Settings for a relay on 127.0.0.1:<free port> in front of `up`."""
     server = ServerSettings(listen=Endpoint("127.0.0.1", 0), hostname="relay.test", timeout=30)
-    upstream = UpstreamSettings(host="localhost", port=up.port, security="starttls", ca_file=certs.ca_file, timeout=10)
-    s = Settings(server=server, upstream=upstream, policy=PolicySettings(), store=StoreSettings(tmp / "list.db"),
-                 matching=MatchRules())
+    upstream = UpstreamSettings(
+        host="localhost", port=up.port, security="starttls", ca_file=certs.ca_file, timeout=10
+    )
+    s = Settings(
+        server=server,
+        upstream=upstream,
+        policy=PolicySettings(),
+        store=StoreSettings(tmp / "list.db"),
+        matching=MatchRules(),
+    )
     for name, values in sections.items():
         s = replace(s, **{name: replace(getattr(s, name), **values)})
     return s
