@@ -1,0 +1,182 @@
+"""The `smtpguard` command as a user runs it: a real process, real SQLite files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from smtpguard.addresses import MatchRules
+from smtpguard.passwords import verify_password
+from smtpguard.store import Event, open_store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, db: Path | None = None, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = [sys.executable, "-m", "smtpguard", *args]
+    if db is not None:
+        full += ["--db", str(db)]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SMTPGUARD_")}
+    return subprocess.run(
+        full, input=stdin, capture_output=True, text=True, timeout=60, cwd=str(ROOT), env={**base, **(env or {})}
+    )
+
+
+def no_traceback(r: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "list.db"
+
+
+def test_check_contract_examples(db: Path) -> None:
+    r = cli("add", "johndoe@gmail.com", "user@xn--bcher-kva.example", "@corp.example", "--source", "lemlist", db=db)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("added:") == 3
+
+    r = cli("check", "John.Doe+promo@GoogleMail.com", "--json", db=db)
+    assert r.returncode == 1
+    [hit] = json.loads(r.stdout)
+    assert hit["blocked"] is True and hit["entry"] == "johndoe@gmail.com"
+    assert hit["source"] == "lemlist" and hit["reason"] == "added by hand" and hit["added"]
+
+    r = cli("check", "user@bücher.example", db=db)
+    assert r.returncode == 1 and "blocked" in r.stdout and "user@xn--bcher-kva.example" in r.stdout
+
+    r = cli("check", "ann@sales.eu.corp.example", "--json", db=db)
+    assert r.returncode == 1 and json.loads(r.stdout)[0]["entry"] == "@corp.example"
+
+    r = cli("check", "someone@else.example", "jane@corp-example.com", db=db)
+    assert r.returncode == 0 and r.stdout.count("allowed") == 2
+
+    r = cli("check", "not an address", db=db)
+    assert r.returncode == 2 and r.stderr.startswith("smtpguard: ") and len(r.stderr.splitlines()) == 1
+    no_traceback(r)
+
+
+def test_add_remove_list_export(db: Path, tmp_path: Path) -> None:
+    assert cli("add", "a@one.example", "@two.example", "--reason", "bounced", "--expires", "2099-01-01", db=db).returncode == 0
+    r = cli("add", "A@One.Example", db=db)
+    assert "already listed" in r.stdout
+
+    r = cli("list", "--json", db=db)
+    entries = json.loads(r.stdout)
+    assert {e["key"] for e in entries} == {"a@one.example", "@two.example"}
+    assert all(e["reason"] == "bounced" and e["expires"] == "2099-01-01" for e in entries)
+    assert "a@one.example" in cli("list", "--search", "ONE", db=db).stdout
+    assert "two.example" not in cli("list", "--search", "one", db=db).stdout
+
+    out = tmp_path / "export.csv"
+    assert cli("export", str(out), db=db).returncode == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "email,kind,key,source,reason,added,expires" and len(lines) == 3
+    txt = cli("export", "--format", "txt", db=db).stdout.split()
+    assert sorted(txt) == ["@two.example", "a@one.example"]
+    assert len(json.loads(cli("export", "--format", "json", db=db).stdout)) == 2
+    assert cli("export", "--format", "xml", db=db).returncode == 2
+
+    r = cli("remove", "a@ONE.example", "nobody@x.example", "--json", db=db)
+    assert r.returncode == 1  # one was not listed
+    assert [x["removed"] for x in json.loads(r.stdout)] == [True, False]
+    assert cli("check", "a@one.example", db=db).returncode == 0
+
+
+def test_expired_entries_no_longer_block(db: Path) -> None:
+    cli("add", "old@x.example", "--expires", "2001-01-01", db=db)
+    assert cli("check", "old@x.example", db=db).returncode == 0
+    stats = json.loads(cli("stats", "--json", db=db).stdout)
+    assert stats["total"] == 1 and stats["expired"] == 1
+    r = cli("add", "x@x.example", "--expires", "tomorrow", db=db)
+    assert r.returncode == 2 and "--expires must be a date YYYY-MM-DD" in r.stderr
+
+
+async def test_stats_and_log(db: Path) -> None:
+    cli("add", "a@x.example", "b@x.example", "--source", "lemlist", db=db)
+    cli("add", "@y.example", "--source", "hubspot", db=db)
+    store = await open_store(db, MatchRules())
+    await store.record_events(
+        [
+            Event("2026-11-20T10:00:00+00:00", "rejected", "me@corp.example", "a@x.example", "a@x.example",
+                  "lemlist", "127.0.0.1", "alice", "<m1@corp>"),
+            Event("2026-11-21T10:00:00+00:00", "stripped", "you@corp.example", "z@y.example", "@y.example",
+                  "hubspot", "127.0.0.1", "bob", "<m2@corp>"),
+        ]
+    )
+    await store.close()
+    s = json.loads(cli("stats", "--json", db=db).stdout)
+    assert {(e["source"], e["kind"], e["count"]) for e in s["entries"]} == {("lemlist", "address", 2), ("hubspot", "domain", 1)}
+    log = json.loads(cli("log", "--json", db=db).stdout)
+    assert [e["action"] for e in log] == ["rejected", "stripped"]
+    assert set(log[0]) >= {"time", "action", "sender", "recipient", "entry", "client", "user", "message_id"}
+    assert [e["recipient"] for e in json.loads(cli("log", "--json", "--sender", "YOU@corp.example", db=db).stdout)] == ["z@y.example"]
+    assert len(json.loads(cli("log", "--json", "--since", "2026-11-21", db=db).stdout)) == 1
+    assert len(json.loads(cli("log", "--json", "--limit", "1", db=db).stdout)) == 1
+    assert cli("log", "--since", "last week", db=db).returncode == 2
+
+
+async def test_users(db: Path) -> None:
+    r = cli("user", "add", "alice", "--password-stdin", db=db, stdin="correct horse\n")
+    assert r.returncode == 0 and "created user alice" in r.stdout
+    assert "password changed" in cli("user", "add", "alice", "--password-stdin", db=db, stdin="battery staple\n").stdout
+    users = json.loads(cli("user", "list", "--json", db=db).stdout)
+    assert [u["name"] for u in users] == ["alice"]
+    store = await open_store(db, MatchRules())
+    stored = await store.user_hash("alice")
+    await store.close()
+    assert stored is not None and stored.startswith("scrypt$") and "battery" not in stored
+    assert verify_password("battery staple", stored) and not verify_password("correct horse", stored)
+    assert cli("user", "remove", "alice", db=db).returncode == 0
+    r = cli("user", "remove", "alice", db=db)
+    assert r.returncode == 1 and "no user 'alice'" in r.stderr
+    assert cli("user", "add", "bob", "--password-stdin", db=db, stdin="\n").returncode == 2
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path, db: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[upstream]\nport = 70000\n")
+    r = cli("list", "--config", str(bad))
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"smtpguard: config {bad}: [upstream] port must be 1-65535, got 70000"
+
+    r = cli("list", db=tmp_path / "absent.db")
+    assert r.returncode == 2 and "no such file" in r.stderr
+    no_traceback(r)
+
+    r = cli("import", str(tmp_path / "nope.csv"), db=db)
+    assert r.returncode == 2 and "nope.csv" in r.stderr
+    no_traceback(r)
+
+    r = cli("add", "bad@@x", db=db)
+    assert r.returncode == 2 and "'bad@@x' is not an address or domain" in r.stderr
+
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"this is not a database" * 100)
+    r = cli("check", "a@b.example", db=corrupt)
+    assert r.returncode == 2 and "corrupt.db" in r.stderr
+    no_traceback(r)
+
+
+def test_env_db_and_config(tmp_path: Path) -> None:
+    envdb = tmp_path / "env.db"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[store]\npath = '{tmp_path / 'cfg.db'}'\n")
+    assert cli("add", "a@x.example", env={"SMTPGUARD_DB": str(envdb)}).returncode == 0
+    assert envdb.exists()
+    assert cli("add", "b@x.example", env={"SMTPGUARD_CONFIG": str(cfg)}).returncode == 0
+    assert (tmp_path / "cfg.db").exists()
+
+
+def test_help_reads_well() -> None:
+    r = cli("--help")
+    assert r.returncode == 0
+    for command in ("serve", "import", "add", "remove", "check", "list", "export", "log", "stats", "user", "config", "demo"):
+        assert command in r.stdout
+    r = cli("import", "--help")
+    assert "--rejects" in r.stdout and "--dry-run" in r.stdout and "--column" in r.stdout
