@@ -75,7 +75,6 @@ _NOT_ADDRESS = re.compile(
     r"status|statut|valid|verif|bounce|domain|domaine|type|date|count|nombre|open|click|clic|sent|envoy"
     r"|consent|optin|optout|format|score|source|campaign|campagne|id$"
 )
-_QUOTED = re.compile(r'"[^"]*"')
 _INLINE_COMMENT = re.compile(r"\s#")
 _SEP_LINE = re.compile(r"sep=(.)\s*", re.IGNORECASE)
 
@@ -170,21 +169,21 @@ def _header_key(name: str) -> str:
     return "".join(c for c in folded if c.isalnum() and not unicodedata.combining(c))
 
 
-def _count_outside_quotes(line: str, delimiter: str) -> int:
-    return _QUOTED.sub("", line).count(delimiter)
-
-
 def sniff_delimiter(lines: Sequence[str]) -> str | None:
-    """The delimiter that splits most lines into the same number of fields, if any."""
+    """The delimiter that splits most rows into the same number (>1) of fields, if any.
+
+    Rows are parsed with the csv module, so delimiters inside quotes (and
+    quoted line breaks) do not count.
+    """
     best: tuple[float, int] = (0.0, 0)
     found = None
     for delimiter in DELIMITERS:
-        counts = [_count_outside_quotes(line, delimiter) for line in lines]
-        common = Counter(c for c in counts if c).most_common(1)
+        widths = [len(row) for row in csv.reader(lines, **_dialect(delimiter)) if row]
+        common = Counter(w for w in widths if w > 1).most_common(1)
         if not common:
             continue
-        count, times = common[0]
-        score = (times / len(counts), count)
+        width, times = common[0]
+        score = (times / len(widths), width)
         if score[0] >= 0.5 and score > best:
             best, found = score, delimiter
     return found
@@ -415,7 +414,7 @@ def _csv_entries(
     source, reason, expires = careful.source, careful.reason, careful.expires
     last = reader.line_num
     tick = last + PROGRESS_ROWS if progress is not None else _NEVER
-    done, ok = raw.tell(), 0
+    done = ok = 0
     try:
         while True:
             try:
@@ -485,12 +484,18 @@ def _careful_csv(
 
 
 def _swallowed(row: Sequence[str], layout: Layout) -> bool:
-    """A multi-line field that holds whole rows: a quote opened and never closed."""
-    enough = max(1, layout.width - 1)
+    """A multi-line field holding what looks like whole rows: a quote never closed.
+
+    A swallowed line has an address and the delimiters of a row; a quoted
+    note with line breaks rarely has both.
+    """
+    enough = layout.width - 1
     return any(
-        "\n" in cell and any(line.count(layout.delimiter) >= enough for line in cell.splitlines()[1:])
+        line.count(layout.delimiter) >= enough and "@" in line
         for cell in row
-    ) or (layout.width == 1)
+        if "\n" in cell or "\r" in cell
+        for line in cell.splitlines()[1:]
+    )
 
 
 def _text_entries(
