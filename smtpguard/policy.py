@@ -123,6 +123,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "did not answer); try again in a few minutes.",
         "auth_failed": "535 5.7.8 Username or password not accepted.",
         "internal": "451 4.3.0 Something went wrong in the relay; nothing was sent. Try again.",
+        "bad_sender": "501 5.1.7 {address} is not a valid sender address; check the From address "
+        "of your mail account.",
+        "too_big": "552 5.3.4 The message is too big (the limit is {limit} MB); nothing was sent. "
+        "Make the attachments smaller or share them as a link.",
+        "idle": "421 4.4.2 Closing the connection: nothing was received for too long.",
     },
     "fr": {
         "store_down": "451 4.3.0 La liste d'exclusion est illisible pour l'instant, rien n'a été envoyé. "
@@ -142,6 +147,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "d'envoi ne répond pas) ; réessayez dans quelques minutes.",
         "auth_failed": "535 5.7.8 Identifiant ou mot de passe refusé.",
         "internal": "451 4.3.0 Erreur interne du relais ; rien n'a été envoyé. Réessayez.",
+        "bad_sender": "501 5.1.7 {address} n'est pas une adresse d'expéditeur valide ; vérifiez "
+        "l'adresse d'envoi de votre compte.",
+        "too_big": "552 5.3.4 Message trop volumineux (limite : {limit} Mo) ; rien n'a été envoyé. "
+        "Réduisez les pièces jointes ou partagez-les par un lien.",
+        "idle": "421 4.4.2 Connexion fermée : rien n'a été reçu depuis trop longtemps.",
     },
 }
 

@@ -122,6 +122,21 @@ class GuardSMTP(SMTP):  # type: ignore[misc]
         finally:
             self.busy -= 1
 
+    def _timeout_cb(self) -> None:
+        # aiosmtpd just hangs up; say why first (RFC 5321 4.1.1.10 / 3.8).
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(text(self.ctx.settings.policy.language, "idle").encode() + b"\r\n")
+        super()._timeout_cb()
+
+    async def push(self, status: str | bytes) -> None:
+        # aiosmtpd's own size refusals ("552 Error: Too much mail data", at
+        # MAIL for SIZE= and after DATA) carry no enhanced code and no advice.
+        if isinstance(status, str) and status.startswith("552 Error:"):
+            limit = self.data_size_limit or 0
+            status = text(self.ctx.settings.policy.language, "too_big", limit=f"{limit / 1_000_000:.1f}")
+        await super().push(status)
+
     def set_data_deadline(self, seconds: float | None) -> None:
         """While the upstream takes the message, the client waits: give it time."""
         self._reset_timeout(seconds)
@@ -316,7 +331,10 @@ class Guard:
         if not (session.authenticated or (server.trusted and self.ctx.settings.server.auth == "none")):
             return text(self.lang, "auth_needed")
         if server.txn is not None:
+            # A transaction aiosmtpd ended without our DATA hook (oversize
+            # message, line too long): the upstream still has it open.
             self.end_transaction(server)
+            await self._rset_upstream(server)
         up = await self._upstream_for(server)
         if isinstance(up, str):
             return up
@@ -329,10 +347,15 @@ class Guard:
             for o in options
             if (o.startswith("SIZE=") and up.supports_extension("size"))
             or (o.startswith("BODY=") and up.supports_extension("8bitmime"))
-            or (o == "SMTPUTF8")
         ]
+        if utf8:
+            forwarded.append("SMTPUTF8")
         try:
             r = await up.mail(sender, options=forwarded, encoding="utf-8" if utf8 else "ascii")
+        except ValueError:
+            # aiosmtplib refuses what cannot be a mailbox (spaces, controls);
+            # nothing was sent upstream.
+            return text(self.lang, "bad_sender", address=address)
         except aiosmtplib.SMTPResponseException as exc:
             return error_reply(exc)
         except LOST as exc:

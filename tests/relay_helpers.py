@@ -9,6 +9,8 @@ upstream received.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import smtplib
 import socket
 from collections.abc import Callable
@@ -122,3 +124,43 @@ async def relay_for(
         await relay.stop(deadline=2)
         if up.server is not None:
             up.server.close()
+
+
+class Raw:
+    """A bare SMTP conversation over asyncio streams, for what clients won't send."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.ehlo = ""
+
+    @classmethod
+    async def open(cls, relay: Relay, *, login: tuple[str, str] | None = ("alice", "s3cret")) -> Raw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(relay))
+        raw = cls(reader, writer)
+        assert (await raw.reply()).startswith("220 ")
+        raw.ehlo = await raw.cmd("EHLO client.test")
+        if login is not None:
+            blob = base64.b64encode(f"\0{login[0]}\0{login[1]}".encode()).decode()
+            assert (await raw.cmd(f"AUTH PLAIN {blob}")).startswith("235 ")
+        return raw
+
+    async def reply(self) -> str:
+        """One (possibly multi-line) reply, lines joined with \\n."""
+        lines = []
+        while True:
+            line = (await asyncio.wait_for(self.reader.readline(), 10)).decode("utf-8", "replace")
+            if not line:
+                raise ConnectionError("closed by the relay")
+            lines.append(line.rstrip("\r\n"))
+            if line[3:4] != "-":
+                return "\n".join(lines)
+
+    async def cmd(self, line: str) -> str:
+        self.writer.write(line.encode() + b"\r\n")
+        await self.writer.drain()
+        return await self.reply()
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()

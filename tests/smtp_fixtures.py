@@ -113,9 +113,13 @@ class Certs:
 class _CountingSMTP(SMTP):  # type: ignore[misc]
     """Keeps `Upstream.connections` / `open_sessions` up to date."""
 
+    counted = False
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.event_handler.connections += 1
-        self.event_handler.open_sessions += 1
+        if not self.counted:  # called again with the TLS transport after STARTTLS
+            self.counted = True
+            self.event_handler.connections += 1
+            self.event_handler.open_sessions += 1
         super().connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:

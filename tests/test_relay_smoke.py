@@ -6,7 +6,10 @@ import pytest
 from .conftest import RelayFactory
 from .smtp_fixtures import Upstream
 
-MSG = b"From: alice@corp.example\r\nTo: bob@ok.example, jane.doe@example.com\r\nSubject: hi\r\nMessage-ID: <m1@corp.example>\r\n\r\nHello\r\n"
+MSG = (
+    b"From: alice@corp.example\r\nTo: bob@ok.example, jane.doe@example.com\r\nSubject: hi\r\n"
+    b"Message-ID: <m1@corp.example>\r\n\r\nHello\r\n"
+)
 
 
 async def test_reject_mode_passthrough(make_relay: RelayFactory, upstream: Upstream) -> None:
