@@ -128,6 +128,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "too_big": "552 5.3.4 The message is too big (the limit is {limit} MB); nothing was sent. "
         "Make the attachments smaller or share them as a link.",
         "idle": "421 4.4.2 Closing the connection: nothing was received for too long.",
+        "relogin": "421 4.4.2 The connection to the outgoing mail server was lost; nothing was sent. "
+        "Send the message again (your mail program will log in again).",
     },
     "fr": {
         "store_down": "451 4.3.0 La liste d'exclusion est illisible pour l'instant, rien n'a été envoyé. "
@@ -152,6 +154,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "too_big": "552 5.3.4 Message trop volumineux (limite : {limit} Mo) ; rien n'a été envoyé. "
         "Réduisez les pièces jointes ou partagez-les par un lien.",
         "idle": "421 4.4.2 Connexion fermée : rien n'a été reçu depuis trop longtemps.",
+        "relogin": "421 4.4.2 La connexion au serveur d'envoi a été perdue ; rien n'a été envoyé. "
+        "Renvoyez le message (votre logiciel de messagerie se reconnectera).",
     },
 }
 

@@ -137,6 +137,12 @@ class GuardSMTP(SMTP):  # type: ignore[misc]
             status = text(self.ctx.settings.policy.language, "too_big", limit=f"{limit / 1_000_000:.1f}")
         await super().push(status)
 
+    def close_after_reply(self) -> None:
+        """Hang up once the reply being returned is written (it is, in this loop step)."""
+        transport = self.transport
+        if transport is not None:
+            self.loop.call_soon(transport.close)
+
     def set_data_deadline(self, seconds: float | None) -> None:
         """While the upstream takes the message, the client waits: give it time."""
         self._reset_timeout(seconds)
@@ -197,10 +203,16 @@ class Guard:
         if up is not None:
             if up.is_connected:
                 return up
-            # A passthrough login cannot be replayed: we never keep the password.
             server.upstream = None
-            return text(self.lang, "upstream_lost")
+            await close_quietly(up, quit=False)
         settings = self.ctx.settings
+        if settings.server.auth == "passthrough":
+            # The upstream session carried the client's login, which cannot be
+            # replayed (the password is never kept). Connecting again without
+            # it would send unauthenticated: make the client reconnect and log in.
+            log.info("session=%d upstream session gone; asking the client to reconnect", server.sid)
+            server.close_after_reply()
+            return text(self.lang, "relogin")
         try:
             up = await connect(settings.upstream, settings.server.hostname)
         except UpstreamUnavailable as exc:

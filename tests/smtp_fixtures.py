@@ -50,8 +50,15 @@ class Upstream:
     rsets: int = 0  # RSET commands seen
     connections: int = 0  # sessions opened
     open_sessions: int = 0  # sessions still connected
+    live: list[SMTP] = field(default_factory=list)  # the connected sessions
     port: int = 0
     server: asyncio.Server | None = None
+
+    def drop_sessions(self) -> None:
+        """Hang up on every connected client, as a server with an idle timeout does."""
+        for proto in list(self.live):
+            if proto.transport is not None:
+                proto.transport.close()
 
     # aiosmtpd handler hooks
     async def handle_RCPT(
@@ -120,10 +127,13 @@ class _CountingSMTP(SMTP):  # type: ignore[misc]
             self.counted = True
             self.event_handler.connections += 1
             self.event_handler.open_sessions += 1
+            self.event_handler.live.append(self)
         super().connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.event_handler.open_sessions -= 1
+        if self in self.event_handler.live:
+            self.event_handler.live.remove(self)
         super().connection_lost(exc)
 
 

@@ -429,3 +429,88 @@ async def test_pipelined_transaction(make_relay: RelayFactory, upstream: Upstrea
     assert (await raw.reply()).startswith("221")
     await raw.close()
     assert [r.rcpt_tos for r in upstream.received] == [["bob@ok.example", "carol@ok.example"]]
+
+
+# -- the upstream hangs up between messages --------------------------------------------------
+
+
+async def test_upstream_dropped_between_messages_reconnects(
+    make_relay: RelayFactory, upstream: Upstream
+) -> None:
+    """With the relay's own upstream login (auth none/local) a new upstream session is transparent."""
+    relay = await make_relay(server={"auth": "none"})
+    c = await aio(relay, login=None)
+    await c.sendmail(SENDER, ["bob@ok.example"], message())
+    upstream.drop_sessions()
+    assert await wait_for(lambda: upstream.open_sessions == 0)
+    await asyncio.sleep(0.05)
+    await c.sendmail(SENDER, ["carol@ok.example"], message(mid="m2"))
+    await c.quit()
+    assert [r.rcpt_tos for r in upstream.received] == [["bob@ok.example"], ["carol@ok.example"]]
+    assert upstream.connections == 2
+
+
+async def test_passthrough_upstream_dropped_never_sends_unauthenticated(
+    make_relay: RelayFactory, upstream: Upstream
+) -> None:
+    relay = await make_relay()
+    c = await aio(relay)
+    await c.sendmail(SENDER, ["bob@ok.example"], message())
+    upstream.drop_sessions()
+    assert await wait_for(lambda: upstream.open_sessions == 0)
+    await asyncio.sleep(0.05)
+    with pytest.raises(aiosmtplib.SMTPResponseException) as lost:
+        await c.mail(SENDER)
+    assert lost.value.code == 421 and lost.value.message.startswith("4.4.2 ")
+    assert await wait_for(lambda: not relay.ctx.sessions)  # the relay hung up: the client reconnects
+    c.close()
+    c = await aio(relay)  # and logs in again
+    await c.sendmail(SENDER, ["carol@ok.example"], message(mid="m2"))
+    await c.quit()
+    assert [(r.user, r.rcpt_tos) for r in upstream.received] == [
+        ("alice", ["bob@ok.example"]),
+        ("alice", ["carol@ok.example"]),
+    ]
+
+
+async def test_rset_mid_transaction(make_relay: RelayFactory, upstream: Upstream) -> None:
+    relay = await make_relay()
+
+    def session() -> dict[str, tuple[int, bytes]]:
+        s = blocking_client(port_of(relay))
+        try:
+            s.login("alice", "s3cret")
+            s.mail(SENDER)
+            s.rcpt("dave@ok.example")
+            s.rset()
+            return s.sendmail(SENDER, ["bob@ok.example"], message())
+        finally:
+            s.quit()
+
+    assert await in_thread(session) == {}
+    assert [r.rcpt_tos for r in upstream.received] == [["bob@ok.example"]]
+    assert upstream.rsets == 1
+
+
+async def test_concurrent_sessions_do_not_mix(make_relay: RelayFactory, upstream: Upstream) -> None:
+    relay = await make_relay()
+
+    async def one(i: int) -> None:
+        c = await aio(relay)
+        await c.mail(f"user{i}@corp.example")
+        await c.rcpt(f"to{i}@ok.example")
+        with pytest.raises(aiosmtplib.SMTPRecipientRefused):
+            await c.rcpt("jane.doe@example.com")
+        await asyncio.sleep(0.01 * (5 - i))
+        await c.data(message(mid=f"c{i}"))
+        await c.quit()
+
+    await asyncio.gather(*(one(i) for i in range(5)))
+    got = sorted(
+        (r.mail_from, tuple(r.rcpt_tos), f"<c{r.mail_from[4]}@" in r.content.decode())
+        for r in upstream.received
+    )
+    assert got == [(f"user{i}@corp.example", (f"to{i}@ok.example",), True) for i in range(5)]
+    events = await audit_events(relay)
+    assert sorted(e.sender for e in events) == [f"user{i}@corp.example" for i in range(5)]
+    assert all(e.message_id == f"<c{e.sender[4]}@corp.example>" for e in events)
