@@ -514,3 +514,96 @@ async def test_concurrent_sessions_do_not_mix(make_relay: RelayFactory, upstream
     events = await audit_events(relay)
     assert sorted(e.sender for e in events) == [f"user{i}@corp.example" for i in range(5)]
     assert all(e.message_id == f"<c{e.sender[4]}@corp.example>" for e in events)
+
+
+async def test_upstream_lost_during_data_is_451_not_250(make_relay: RelayFactory, upstream: Upstream) -> None:
+    upstream.data_delay = 0.5
+    relay = await make_relay()
+    c = await aio(relay)
+    await c.mail(SENDER)
+    await c.rcpt("bob@ok.example")
+
+    async def hang_up() -> None:
+        await asyncio.sleep(0.2)
+        upstream.drop_sessions()
+
+    dropper = asyncio.create_task(hang_up())
+    with pytest.raises(aiosmtplib.SMTPDataError) as lost:
+        await c.data(message())
+    await dropper
+    assert lost.value.code == 451 and lost.value.message.startswith("4.4.2 ")
+    c.close()
+
+
+async def test_long_line_then_next_message(make_relay: RelayFactory, upstream: Upstream) -> None:
+    relay = await make_relay()
+    raw = await Raw.open(relay)
+    assert (await raw.cmd(f"MAIL FROM:<{SENDER}>")).startswith("250")
+    assert (await raw.cmd("RCPT TO:<bob@ok.example>")).startswith("250")
+    assert (await raw.cmd("DATA")).startswith("354")
+    raw.writer.write(b"Subject: long\r\n\r\n" + b"x" * 2000 + b"\r\n.\r\n")
+    assert (await raw.reply())[:1] == "5"
+    assert upstream.received == []
+    assert (await raw.cmd(f"MAIL FROM:<{SENDER}>")).startswith("250")
+    assert (await raw.cmd("RCPT TO:<bob@ok.example>")).startswith("250")
+    assert (await raw.cmd("DATA")).startswith("354")
+    raw.writer.write(b"Subject: short\r\n\r\nok\r\n.\r\n")
+    assert (await raw.reply()).startswith("250 ")
+    await raw.close()
+    assert [r.content for r in upstream.received] == [b"Subject: short\r\n\r\nok\r\n"]
+
+
+async def test_bare_lf_dot_does_not_end_data(make_relay: RelayFactory, upstream: Upstream) -> None:
+    """SMTP smuggling: a bare-LF "\\n.\\n" must not end the message (or start another)."""
+    relay = await make_relay()
+    raw = await Raw.open(relay)
+    assert (await raw.cmd(f"MAIL FROM:<{SENDER}>")).startswith("250")
+    assert (await raw.cmd("RCPT TO:<bob@ok.example>")).startswith("250")
+    assert (await raw.cmd("DATA")).startswith("354")
+    raw.writer.write(
+        b"Subject: a\r\n\r\nbody\n.\nMAIL FROM:<x@evil.example>\r\nRCPT TO:<jane.doe@example.com>\r\n.\r\n"
+    )
+    assert (await raw.reply()).startswith("250 ")
+    assert (await raw.cmd("QUIT")).startswith("221")
+    await raw.close()
+    assert len(upstream.received) == 1 and upstream.received[0].rcpt_tos == ["bob@ok.example"]
+    assert "jane.doe@example.com" not in upstream.rcpt_seen
+
+
+async def test_8bitmime_body_passes_unchanged(make_relay: RelayFactory, upstream: Upstream) -> None:
+    relay = await make_relay()
+    body = "Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    body += "Content-Transfer-Encoding: 8bit\r\n\r\nGrüße aus Köln – à bientôt\r\n"
+    msg = body.encode()
+
+    def session() -> dict[str, tuple[int, bytes]]:
+        s = blocking_client(port_of(relay))
+        try:
+            s.login("alice", "s3cret")
+            assert s.has_extn("8bitmime")
+            return s.sendmail(SENDER, ["bob@ok.example"], msg, mail_options=["BODY=8BITMIME"])
+        finally:
+            s.quit()
+
+    assert await in_thread(session) == {}
+    assert [r.content for r in upstream.received] == [msg]
+
+
+async def test_stop_lets_a_transaction_in_flight_finish(make_relay: RelayFactory, upstream: Upstream) -> None:
+    relay = await make_relay()
+    busy = await aio(relay)
+    idle = await aio(relay)
+    await busy.mail(SENDER)
+    await busy.rcpt("bob@ok.example")
+    stopping = asyncio.create_task(relay.stop(deadline=5))
+    await asyncio.sleep(0.2)
+    r = await busy.data(message())  # accepted while the relay is stopping
+    assert r.code == 250
+    await stopping
+    assert len(upstream.received) == 1
+    with pytest.raises(aiosmtplib.SMTPException):  # the idle session was told 421 and closed
+        await idle.noop()
+    busy.close()
+    idle.close()
+    with pytest.raises(OSError):  # no longer listening
+        await asyncio.open_connection("127.0.0.1", port_of(relay))
