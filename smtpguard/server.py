@@ -24,6 +24,7 @@ from .config import ConfigError, Endpoint, Settings
 from .notify import monotonic_usec, notify, watchdog_interval
 from .relay import Guard, GuardSMTP, RelayContext
 from .safety import relay_problems
+from .watch import watch_folder
 from .store import SQLiteStore, StoreError, open_store
 
 log = logging.getLogger("smtpguard.server")
@@ -204,10 +205,8 @@ async def serve_forever(settings: Settings, *, config_path: Path | None = None, 
     interval = watchdog_interval()
     if interval:
         tasks.append(asyncio.create_task(_watchdog(interval), name="watchdog"))
-    if settings.watch.folder is not None:
-        from .watch import watch_folder
-
-        tasks.append(asyncio.create_task(watch_folder(relay.ctx), name="watch"))
+    # Always running: it idles without a folder, so a reload can set one.
+    tasks.append(asyncio.create_task(watch_folder(relay.ctx), name="watch"))
     notify("READY=1", f"STATUS=listening on {', '.join(map(str, relay.endpoints))}")
     log.info("smtpguard ready (mode %s, auth %s, upstream %s:%d)", settings.policy.mode,
              settings.server.auth, settings.upstream.host, settings.upstream.port)

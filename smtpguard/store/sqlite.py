@@ -9,9 +9,11 @@ committed list, so an import takes effect at the next RCPT.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import astuple
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,24 @@ class SQLiteStore:
         self._db = db
         self._reader = reader
         self._match_sql: dict[int, str] = {}
+        # One connection serves every writer (import, audit, users): without
+        # this lock a second BEGIN would fail, or a lone statement would join
+        # another caller's open transaction.
+        self._tx = asyncio.Lock()
+
+    @asynccontextmanager
+    async def _transaction(self, *, commit: bool = True) -> AsyncIterator[None]:
+        """BEGIN IMMEDIATE .. COMMIT (ROLLBACK on error or when not `commit`)."""
+        async with self._tx:
+            with _store_errors(self.path):
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):  # keep the first error
+                        await self._db.execute("ROLLBACK")
+                    raise
+                await self._db.execute("COMMIT" if commit else "ROLLBACK")
 
     @classmethod
     async def open(cls, path: Path | str, *, create: bool = True) -> SQLiteStore:
@@ -163,17 +183,12 @@ class SQLiteStore:
         if row is not None and row[0] == tag:
             return 0
         changed = 0
-        await self._db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             if row is not None:
                 changed = await self._rekey(rules)
             await self._db.execute(
                 "INSERT OR REPLACE INTO meta (name, value) VALUES ('rules', ?)", (tag,)
             )
-            await self._db.execute("COMMIT")
-        except BaseException:
-            await self._db.execute("ROLLBACK")
-            raise
         return changed
 
     async def _rekey(self, rules: MatchRules) -> int:
@@ -207,38 +222,24 @@ class SQLiteStore:
                 offered += 1
                 yield row
 
-        try:
-            await self._db.execute("BEGIN IMMEDIATE")
+        async with self._transaction(commit=commit):
             before = self._db.total_changes
-            try:
-                await self._db.executemany(
-                    f"INSERT OR IGNORE INTO entries ({_ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
-                    counted(),
-                )
-                added = self._db.total_changes - before
-                await self._db.execute("COMMIT" if commit else "ROLLBACK")
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise _describe(self.path, exc) from None
+            await self._db.executemany(
+                f"INSERT OR IGNORE INTO entries ({_ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
+                counted(),
+            )
+            added = self._db.total_changes - before
         return AddResult(rows=offered, added=added)
 
     async def remove(self, keys: Sequence[str]) -> list[str]:
         removed: list[str] = []
-        with _store_errors(self.path):
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for key in keys:
-                    async with self._db.execute(
-                        "DELETE FROM entries WHERE key = ? RETURNING key", (key,)
-                    ) as cur:
-                        if await cur.fetchone() is not None:
-                            removed.append(key)
-                await self._db.execute("COMMIT")
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
+        async with self._transaction():
+            for key in keys:
+                async with self._db.execute(
+                    "DELETE FROM entries WHERE key = ? RETURNING key", (key,)
+                ) as cur:
+                    if await cur.fetchone() is not None:
+                        removed.append(key)
         return removed
 
     async def match(self, keys: Sequence[str], today: str | None = None) -> StoredEntry | None:
@@ -306,19 +307,11 @@ class SQLiteStore:
     async def record_events(self, events: Sequence[Event]) -> None:
         if not events:
             return
-        try:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                await self._db.executemany(
-                    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-                    [astuple(e) for e in events],  # Event's fields are in _EVENT_COLUMNS order
-                )
-                await self._db.execute("COMMIT")
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise _describe(self.path, exc) from None
+        async with self._transaction():
+            await self._db.executemany(
+                f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                [astuple(e) for e in events],  # Event's fields are in _EVENT_COLUMNS order
+            )
 
     async def events(
         self, since: str | None = None, sender: str | None = None, limit: int | None = None
@@ -345,7 +338,7 @@ class SQLiteStore:
     # -- local users -------------------------------------------------------
 
     async def set_user(self, name: str, password_hash: str) -> bool:
-        with _store_errors(self.path):
+        async with self._transaction():
             async with self._db.execute("SELECT 1 FROM users WHERE name = ?", (name,)) as cur:
                 exists = await cur.fetchone() is not None
             await self._db.execute(
@@ -356,7 +349,7 @@ class SQLiteStore:
             return not exists
 
     async def remove_user(self, name: str) -> bool:
-        with _store_errors(self.path):
+        async with self._transaction():
             async with self._db.execute("DELETE FROM users WHERE name = ? RETURNING name", (name,)) as cur:
                 return await cur.fetchone() is not None
 
