@@ -40,7 +40,9 @@ def _fields(headers: bytes) -> list[bytes]:
 
 def _split_items(value: str) -> list[str]:
     """Split an address list on commas outside quotes, <> and comments."""
-    items, buf, depth, quoted, angle, escape = [], [], 0, False, False, False
+    items: list[str] = []
+    buf: list[str] = []
+    depth, quoted, angle, escape = 0, False, False, False
     for ch in value:
         if escape:
             escape = False

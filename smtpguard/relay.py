@@ -17,7 +17,7 @@ import ipaddress
 import itertools
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, AnyStr
 
 import aiosmtplib
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
@@ -67,7 +67,7 @@ class Transaction:
     utf8: bool = False
 
 
-class GuardSMTP(SMTP):  # type: ignore[misc]
+class GuardSMTP(SMTP):
     """aiosmtpd's SMTP with per-connection state and an idle (not per-command) timeout."""
 
     def __init__(self, handler: Guard, ctx: RelayContext, *, implicit_tls: bool = False, **kw: Any) -> None:
@@ -125,11 +125,11 @@ class GuardSMTP(SMTP):  # type: ignore[misc]
     def _timeout_cb(self) -> None:
         # aiosmtpd just hangs up; say why first (RFC 5321 4.1.1.10 / 3.8).
         transport = self.transport
-        if transport is not None and not transport.is_closing():
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
             transport.write(text(self.ctx.settings.policy.language, "idle").encode() + b"\r\n")
-        super()._timeout_cb()
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
-    async def push(self, status: str | bytes) -> None:
+    async def push(self, status: AnyStr) -> None:
         # aiosmtpd's own size refusals ("552 Error: Too much mail data", at
         # MAIL for SIZE= and after DATA) carry no enhanced code and no advice.
         if isinstance(status, str) and status.startswith("552 Error:"):
@@ -218,7 +218,7 @@ class Guard:
         except UpstreamUnavailable as exc:
             log.warning("session=%d upstream %s unreachable: %s", server.sid, settings.upstream.host, exc)
             return text(self.lang, "upstream_down")
-        if settings.upstream.username and settings.server.auth != "passthrough":
+        if settings.upstream.username:
             try:
                 await up.login(settings.upstream.username, settings.upstream_password())
             except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
