@@ -128,7 +128,8 @@ class Relay:
                 s.close()
             raise ConfigError(f"[server] cannot listen on {endpoint}: {exc.strerror or exc}") from None
         for e, (_, implicit) in zip(bound, plan, strict=True):
-            log.info("listening on %s (%s)", e, "implicit TLS" if implicit else "SMTP, STARTTLS" if tls else "SMTP")
+            kind = "implicit TLS" if implicit else "SMTP, STARTTLS" if tls else "SMTP"
+            log.info("listening on %s (%s)", e, kind)
         return servers, bound
 
     async def reload(self, new: Settings) -> None:
@@ -164,8 +165,8 @@ class Relay:
         while any(s.txn is not None or s.in_data for s in self.ctx.sessions) and loop.time() < end:
             await asyncio.sleep(0.05)
             self._close_idle()
-        for s in list(self.ctx.sessions):
-            self._say_goodbye(s)
+        for session in list(self.ctx.sessions):
+            self._say_goodbye(session)
         while self.ctx.sessions and loop.time() < end + 5:
             await asyncio.sleep(0.05)
         await self.ctx.audit.close()
@@ -179,7 +180,7 @@ class Relay:
     @staticmethod
     def _say_goodbye(s: GuardSMTP) -> None:
         transport = s.transport
-        if transport is None or transport.is_closing():
+        if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
             s.ctx.sessions.discard(s)
             return
         with contextlib.suppress(Exception):
