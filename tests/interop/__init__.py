@@ -1,0 +1,1 @@
+"""Interop tests: swaks as the client, a private Postfix as smtpguard's upstream (pytest -m interop)."""
