@@ -139,7 +139,7 @@ def detect_encoding(sample: bytes, *, final: bool = False) -> str:
     if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"  # the codec reads the BOM and drops it
     head = sample[:4096]
-    if head.count(0):
+    if head.count(0) * 100 > len(head):  # a stray NUL or two is not UTF-16
         # UTF-16 without BOM: mostly-ASCII text has a NUL in every other byte.
         even, odd = head[0::2].count(0), head[1::2].count(0)
         half = len(head) // 2 or 1
