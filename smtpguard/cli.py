@@ -210,7 +210,7 @@ def import_(
         for rej in r["rejects"][:5]:
             typer.echo(f"  line {rej['line']}: {rej['text']!r}: {rej['reason']}", err=True)
         if r["invalid"] > 5:
-            more = f"write them all with --rejects FILE" if rejects is None else f"all in {rejects}"
+            more = "write them all with --rejects FILE" if rejects is None else f"all in {rejects}"
             typer.echo(f"  … {r['invalid'] - 5} more invalid rows ({more})", err=True)
     if dry_run:
         typer.echo("dry run: nothing was changed")
@@ -435,7 +435,7 @@ def export(
 def stats(json_: JsonOpt = False, config_path: ConfigOpt = None, db: DbOpt = None) -> None:
     """Entry counts by source and kind, and refusals over the last 30 days."""
     settings = settings_for(config_path, db)
-    since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30)).isoformat(timespec="seconds")
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=30)).isoformat(timespec="seconds")
 
     async def main() -> dict[str, Any]:
         store = await opened(settings, create=False)
@@ -478,7 +478,9 @@ def log(
             try:
                 dt.datetime.fromisoformat(since)
             except ValueError:
-                raise Failure(f"--since must be a date or time like 2026-11-01 or 2026-11-01T09:00, got {since!r}") from None
+                raise Failure(
+                    f"--since must be a date or time like 2026-11-01 or 2026-11-01T09:00, got {since!r}"
+                ) from None
         store = await opened(settings, create=False)
         try:
             events = await store.events(since=since, sender=sender, limit=limit)
@@ -672,7 +674,8 @@ def send(
             typer.echo(f"DATA  -> {code} {text.decode()}")
             refused = refused or code != 250
     except smtplib.SMTPAuthenticationError as exc:
-        fail(f"login refused: {exc.smtp_code} {exc.smtp_error.decode(errors='replace')}", code=1)
+        why = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
+        fail(f"login refused: {exc.smtp_code} {why}", code=1)
     except (smtplib.SMTPException, OSError) as exc:
         fail(f"cannot send through {server}: {exc}", code=1)
     if refused:

@@ -24,8 +24,8 @@ from .config import ConfigError, Endpoint, Settings
 from .notify import monotonic_usec, notify, watchdog_interval
 from .relay import Guard, GuardSMTP, RelayContext
 from .safety import relay_problems
-from .watch import watch_folder
 from .store import SQLiteStore, StoreError, open_store
+from .watch import watch_folder
 
 log = logging.getLogger("smtpguard.server")
 

@@ -26,7 +26,9 @@ async def upstream(certs: Certs) -> AsyncIterator[Upstream]:
     up.server.close()
 
 
-async def add_entries(db: Path, *entries: str, source: str = "lemlist", added: str = "2026-10-03T09:00:00+00:00") -> None:
+async def add_entries(
+    db: Path, *entries: str, source: str = "lemlist", added: str = "2026-10-03T09:00:00+00:00"
+) -> None:
     store = await open_store(db, MatchRules())
     try:
         rows = []

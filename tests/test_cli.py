@@ -17,7 +17,9 @@ from smtpguard.store import Event, open_store
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def cli(*args: str, db: Path | None = None, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, db: Path | None = None, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full = [sys.executable, "-m", "smtpguard", *args]
     if db is not None:
         full += ["--db", str(db)]
@@ -62,7 +64,8 @@ def test_check_contract_examples(db: Path) -> None:
 
 
 def test_add_remove_list_export(db: Path, tmp_path: Path) -> None:
-    assert cli("add", "a@one.example", "@two.example", "--reason", "bounced", "--expires", "2099-01-01", db=db).returncode == 0
+    r = cli("add", "a@one.example", "@two.example", "--reason", "bounced", "--expires", "2099-01-01", db=db)
+    assert r.returncode == 0
     r = cli("add", "A@One.Example", db=db)
     assert "already listed" in r.stdout
 
@@ -111,11 +114,13 @@ async def test_stats_and_log(db: Path) -> None:
     )
     await store.close()
     s = json.loads(cli("stats", "--json", db=db).stdout)
-    assert {(e["source"], e["kind"], e["count"]) for e in s["entries"]} == {("lemlist", "address", 2), ("hubspot", "domain", 1)}
+    counts = {(e["source"], e["kind"], e["count"]) for e in s["entries"]}
+    assert counts == {("lemlist", "address", 2), ("hubspot", "domain", 1)}
     log = json.loads(cli("log", "--json", db=db).stdout)
     assert [e["action"] for e in log] == ["rejected", "stripped"]
     assert set(log[0]) >= {"time", "action", "sender", "recipient", "entry", "client", "user", "message_id"}
-    assert [e["recipient"] for e in json.loads(cli("log", "--json", "--sender", "YOU@corp.example", db=db).stdout)] == ["z@y.example"]
+    by_sender = json.loads(cli("log", "--json", "--sender", "YOU@corp.example", db=db).stdout)
+    assert [e["recipient"] for e in by_sender] == ["z@y.example"]
     assert len(json.loads(cli("log", "--json", "--since", "2026-11-21", db=db).stdout)) == 1
     assert len(json.loads(cli("log", "--json", "--limit", "1", db=db).stdout)) == 1
     assert cli("log", "--since", "last week", db=db).returncode == 2
@@ -176,7 +181,8 @@ def test_env_db_and_config(tmp_path: Path) -> None:
 def test_help_reads_well() -> None:
     r = cli("--help")
     assert r.returncode == 0
-    for command in ("serve", "import", "add", "remove", "check", "list", "export", "log", "stats", "user", "config", "demo"):
+    commands = ("serve", "import", "add", "remove", "check", "list", "export", "log", "stats", "user", "config", "demo")
+    for command in commands:
         assert command in r.stdout
     r = cli("import", "--help")
     assert "--rejects" in r.stdout and "--dry-run" in r.stdout and "--column" in r.stdout

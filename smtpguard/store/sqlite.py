@@ -349,9 +349,11 @@ class SQLiteStore:
             return not exists
 
     async def remove_user(self, name: str) -> bool:
-        async with self._transaction():
-            async with self._db.execute("DELETE FROM users WHERE name = ? RETURNING name", (name,)) as cur:
-                return await cur.fetchone() is not None
+        async with (
+            self._transaction(),
+            self._db.execute("DELETE FROM users WHERE name = ? RETURNING name", (name,)) as cur,
+        ):
+            return await cur.fetchone() is not None
 
     async def user_hash(self, name: str) -> str | None:
         with _store_errors(self.path):
