@@ -132,6 +132,9 @@ def _cp1252_fallback(exc: UnicodeError) -> tuple[str, int]:
 codecs.register_error(_ERRORS, _cp1252_fallback)
 
 
+_BINARY_CONTROLS = bytes([*range(0, 9), 11, *range(14, 27), *range(28, 32)])
+
+
 def detect_encoding(sample: bytes, *, final: bool = False) -> str:
     """The codec of a text file from its first bytes (`final`: the sample is the whole file)."""
     if sample.startswith(codecs.BOM_UTF8):
@@ -147,6 +150,10 @@ def detect_encoding(sample: bytes, *, final: bool = False) -> str:
             return "utf-16-le"
         if even > 0.3 * half and odd < 0.05 * half:
             return "utf-16-be"
+        return "binary"
+    # Text exports hold no C0 controls beyond TAB/CR/LF (and a rare FF/ESC);
+    # more than 1% of them means an image, a PDF, an archive…
+    if sum(head.count(c) for c in _BINARY_CONTROLS) * 100 > len(head):
         return "binary"
     try:
         codecs.getincrementaldecoder("utf-8")("strict").decode(sample, final)

@@ -135,6 +135,10 @@ class SQLiteStore:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=NORMAL")
             await db.execute("PRAGMA busy_timeout=10000")
+            # 64 MiB page cache for the writer: a million random keys into a
+            # ~140 MB B-tree thrash the 2 MB default (import 1M rows: 15 s -> 12 s).
+            # Pages are only allocated when an import actually touches them.
+            await db.execute("PRAGMA cache_size=-65536")
             await cls._migrate(db)
             reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             reader.execute("PRAGMA busy_timeout=200")
