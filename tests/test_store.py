@@ -450,10 +450,8 @@ async def test_match_does_not_wait_for_an_import_in_progress(store: SQLiteStore,
     writer = sqlite3.connect(db, isolation_level=None)
     try:
         writer.execute("BEGIN IMMEDIATE")
-        writer.execute(
-            "INSERT INTO entries VALUES ('bob@example.com', 'address', 'bob@example.com', 's', 'r', ?, NULL)",
-            (T0,),
-        )
+        writer.execute("INSERT INTO batches VALUES (99, 's', 'r', ?, NULL)", (T0,))
+        writer.execute("INSERT INTO entries VALUES ('bob@example.com', 'address', NULL, 99)")
         start = time.perf_counter()
         assert await blocked_by(store, "jane@example.com") == "jane@example.com"
         assert await blocked_by(store, "bob@example.com") is None  # not committed yet

@@ -34,16 +34,23 @@ from .base import (
 )
 
 # Each item moves the schema from version i to i+1 (PRAGMA user_version).
+# Statements are split on semicolons: keep them out of the SQL comments.
 MIGRATIONS: list[str] = [
     """
+    -- What one import (or one `add`) shares: kept once, not on every row, so a
+    -- million-row list stays ~50 MB and its B-tree fits the page cache.
+    CREATE TABLE batches (
+        id      INTEGER PRIMARY KEY,
+        source  TEXT NOT NULL,
+        reason  TEXT NOT NULL,
+        added   TEXT NOT NULL,
+        expires TEXT             -- YYYY-MM-DD: no longer blocks from that day on
+    );
     CREATE TABLE entries (
         key      TEXT PRIMARY KEY,   -- canonical key: the one unique index
         kind     TEXT NOT NULL CHECK (kind IN ('address', 'domain')),
-        original TEXT NOT NULL,
-        source   TEXT NOT NULL,
-        reason   TEXT NOT NULL,
-        added    TEXT NOT NULL,
-        expires  TEXT
+        original TEXT,               -- as imported, or NULL when it is the key itself
+        batch    INTEGER NOT NULL REFERENCES batches (id)
     ) WITHOUT ROWID;
     CREATE TABLE events (
         id         INTEGER PRIMARY KEY,
@@ -70,7 +77,11 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-_ENTRY_COLUMNS = "key, kind, original, source, reason, added, expires"
+# An entry as StoredEntry wants it, from `entries e JOIN batches b`.
+_ENTRY_SELECT = (
+    "SELECT e.key, e.kind, coalesce(e.original, e.key), b.source, b.reason, b.added, b.expires"
+    " FROM entries e JOIN batches b ON b.id = e.batch"
+)
 _EVENT_COLUMNS = "time, action, sender, recipient, entry, source, client, user, message_id"
 
 
@@ -199,40 +210,54 @@ class SQLiteStore:
         # Rebuild under the new rules; when two entries now share a key the
         # older one is kept (INSERT OR IGNORE in order of `added`).
         async with self._db.execute(
-            f"SELECT {_ENTRY_COLUMNS} FROM entries ORDER BY added"
+            "SELECT e.key, e.kind, coalesce(e.original, e.key), e.batch"
+            " FROM entries e JOIN batches b ON b.id = e.batch ORDER BY b.added"
         ) as cur:
             rows = await cur.fetchall()
         await self._db.execute("DELETE FROM entries")
         fresh = []
         changed = 0
-        for row in rows:
+        for old_key, kind, original, batch in rows:
             try:
-                key = rekey(row[2], row[1], rules)
+                key = rekey(original, kind, rules)
             except AddressError:
-                key = row[0]
-            changed += key != row[0]
-            fresh.append((key, *row[1:]))
+                key = old_key
+            changed += key != old_key
+            fresh.append((key, kind, None if original == key else original, batch))
         await self._db.executemany(
-            f"INSERT OR IGNORE INTO entries ({_ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?)", fresh
+            "INSERT OR IGNORE INTO entries (key, kind, original, batch) VALUES (?,?,?,?)", fresh
         )
         return changed
 
     async def add_entries(self, rows: Iterable[EntryRow], *, commit: bool = True) -> AddResult:
         offered = 0
+        batches: dict[tuple[str, str, str, str | None], int] = {}
 
-        def counted() -> Iterator[EntryRow]:
+        def stored(first_id: int) -> Iterator[tuple[str, str, str | None, int]]:
+            # Runs in aiosqlite's thread, inside executemany: the hot loop of an import.
             nonlocal offered
-            for row in rows:
+            get = batches.get
+            for key, kind, original, source, reason, added, expires in rows:
                 offered += 1
-                yield row
+                meta = (source, reason, added, expires)
+                batch = get(meta)
+                if batch is None:
+                    batch = batches[meta] = first_id + len(batches)
+                yield key, kind, None if original == key else original, batch
 
         async with self._transaction(commit=commit):
+            async with self._db.execute("SELECT coalesce(max(id), 0) + 1 FROM batches") as cur:
+                row = await cur.fetchone()
             before = self._db.total_changes
             await self._db.executemany(
-                f"INSERT OR IGNORE INTO entries ({_ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
-                counted(),
+                "INSERT OR IGNORE INTO entries (key, kind, original, batch) VALUES (?,?,?,?)",
+                stored(int(row[0]) if row else 1),
             )
             added = self._db.total_changes - before
+            await self._db.executemany(
+                "INSERT INTO batches (id, source, reason, added, expires) VALUES (?,?,?,?,?)",
+                [(batch, *meta) for meta, batch in batches.items()],
+            )
         return AddResult(rows=offered, added=added)
 
     async def remove(self, keys: Sequence[str]) -> list[str]:
@@ -251,7 +276,7 @@ class SQLiteStore:
         sql = self._match_sql.get(len(keys))
         if sql is None:
             marks = ",".join("?" * len(keys))
-            sql = f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE key IN ({marks})"
+            sql = f"{_ENTRY_SELECT} WHERE e.key IN ({marks})"
             self._match_sql[len(keys)] = sql
         try:
             found = self._reader.execute(sql, tuple(keys)).fetchall()
@@ -266,16 +291,16 @@ class SQLiteStore:
     ) -> AsyncIterator[StoredEntry]:
         where, args = [], []
         if source is not None:
-            where.append("source = ?")
+            where.append("b.source = ?")
             args.append(source)
         if search:
-            where.append("(key LIKE ? ESCAPE '\\' OR original LIKE ? ESCAPE '\\')")
+            where.append("(e.key LIKE ? ESCAPE '\\' OR e.original LIKE ? ESCAPE '\\')")
             pattern = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             args += [pattern, pattern]
-        sql = f"SELECT {_ENTRY_COLUMNS} FROM entries"
+        sql = _ENTRY_SELECT
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY key"
+        sql += " ORDER BY e.key"
         with _store_errors(self.path):
             async with self._db.execute(sql, args) as cur:
                 while batch := await cur.fetchmany(2000):
@@ -292,11 +317,14 @@ class SQLiteStore:
         with _store_errors(self.path):
             today = utc_today()
             async with self._db.execute(
-                "SELECT source, kind, count(*) FROM entries GROUP BY source, kind ORDER BY source, kind"
+                "SELECT b.source, e.kind, count(*) FROM entries e JOIN batches b ON b.id = e.batch"
+                " GROUP BY b.source, e.kind ORDER BY b.source, e.kind"
             ) as cur:
                 by_source = [(str(r[0]), str(r[1]), int(r[2])) for r in await cur.fetchall()]
             async with self._db.execute(
-                "SELECT count(*) FROM entries WHERE expires IS NOT NULL AND expires <= ?", (today,)
+                "SELECT count(*) FROM entries e JOIN batches b ON b.id = e.batch"
+                " WHERE b.expires IS NOT NULL AND b.expires <= ?",
+                (today,),
             ) as cur:
                 row = await cur.fetchone()
                 expired = int(row[0]) if row else 0
