@@ -43,6 +43,8 @@ LOST = (
     OSError,
 )
 _session_ids = itertools.count(1)
+SESSION_LIMIT = 3600.0  # seconds one connection may last, whatever it does
+SESSION_LIMIT_RECHECK = 30.0  # then, while a transaction is open, look again this often
 
 
 @dataclass
@@ -82,6 +84,7 @@ class GuardSMTP(SMTP):
         self.txn: Transaction | None = None
         self.in_data = False  # a message is being handed to the upstream
         self.busy = 0  # a hook is running: its reply is not written yet
+        self._lifetime: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -96,6 +99,20 @@ class GuardSMTP(SMTP):
             except ValueError:
                 self.trusted = False
         self.ctx.sessions.add(self)
+        if self._lifetime is None:
+            self._lifetime = self.loop.call_later(SESSION_LIMIT, self._session_limit)
+
+    def _session_limit(self) -> None:
+        # The idle timer restarts on every byte, so a client trickling one
+        # byte at a time could hold a session for ever; cap its whole life,
+        # but never cut a transaction in progress.
+        if self.txn is not None or self.busy or self.in_data:
+            self._lifetime = self.loop.call_later(SESSION_LIMIT_RECHECK, self._session_limit)
+            return
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(b"421 4.4.2 Session too long, please reconnect\r\n")
+            transport.close()
 
     def data_received(self, data: bytes) -> None:
         # aiosmtpd's timer restarts only per command line, so a long upload
@@ -106,6 +123,8 @@ class GuardSMTP(SMTP):
 
     def connection_lost(self, error: Exception | None) -> None:
         self.ctx.sessions.discard(self)
+        if self._lifetime is not None:
+            self._lifetime.cancel()
         guard: Guard = self.event_handler
         guard.end_transaction(self)
         up, self.upstream = self.upstream, None
