@@ -637,6 +637,7 @@ def send(
     import smtplib
     import ssl
     from email.message import EmailMessage
+    from email.utils import make_msgid
 
     try:
         endpoint = config.parse_endpoint(server)
@@ -644,6 +645,7 @@ def send(
         fail(f"--server must be {exc}")
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = from_, ", ".join(to), subject
+    msg["Message-ID"] = make_msgid(domain="smtpguard.localhost")
     msg.set_content("A test message sent with `smtpguard send`.\n")
     refused = False
     try:

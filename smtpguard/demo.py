@@ -28,6 +28,7 @@ from .store import open_store, utc_now
 log = logging.getLogger("smtpguard.demo")
 
 DEMO_LIST = Path("examples/unsubscribed.csv")
+DEMO_SOURCE = "lemlist export (demo)"
 ALLOWED = "colleague@example.com"
 REFUSED = "jane.doe@example.com"
 SENDER = "you@example.com"
@@ -80,7 +81,7 @@ async def import_list(db: Path, path: Path, rules: MatchRules) -> tuple[int, int
     try:
         stats = FileStats()
         result = await store.add_entries(
-            iter_entries(path, rules=rules, source=path.stem, reason="unsubscribed", added=utc_now(),
+            iter_entries(path, rules=rules, source=DEMO_SOURCE, reason="unsubscribed", added=utc_now(),
                          stats=stats, rejects=[])
         )
     finally:
