@@ -90,7 +90,11 @@ async def import_list(db: Path, path: Path, rules: MatchRules) -> tuple[int, int
 
 
 def instructions(port: int, folder: Path) -> str:
-    exe = shlex.quote(sys.argv[0] if sys.argv[0].endswith("smtpguard") else "smtpguard")
+    # The command as the user started it, so the lines paste as they are.
+    if Path(sys.argv[0]).name == "smtpguard":
+        exe = shlex.quote(sys.argv[0])
+    else:
+        exe = f"{shlex.quote(sys.executable)} -m smtpguard"
     mail = shlex.quote(str(folder / "mail"))
     return f"""
 smtpguard demo is running: relay on 127.0.0.1:{port}, received mail goes to {mail}/
