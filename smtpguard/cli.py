@@ -132,6 +132,20 @@ def progress_bar(label: str, total: int) -> Iterator[Callable[[int], None] | Non
         yield lambda n: bar.advance(task, n)
 
 
+def say_imported(r: dict[str, Any], dry_run: bool, rejects: Path | None) -> None:
+    """One file's import summary, and its first rejected rows on stderr."""
+    verb = "would add" if dry_run else "added"
+    typer.echo(
+        f"{r['file']}: {r['rows']} rows, {verb} {r['added']}, {r['duplicates']} already listed, "
+        f"{r['invalid']} invalid (source {r['source']!r})"
+    )
+    for rej in r["rejects"][:5]:
+        typer.echo(f"  line {rej['line']}: {rej['text']!r}: {rej['reason']}", err=True)
+    if r["invalid"] > 5:
+        more = "write them all with --rejects FILE" if rejects is None else f"all in {rejects}"
+        typer.echo(f"  … {r['invalid'] - 5} more invalid rows ({more})", err=True)
+
+
 @app.command("import")
 def import_(
     files: Annotated[list[Path], typer.Argument(help="Export files: CSV, TXT or XLSX.", show_default=False)],
@@ -190,6 +204,8 @@ def import_(
                 )
                 all_rejects += [r if len(files) == 1 else Reject(r.line, r.text, f"{path.name}: {r.reason}")
                                 for r in file_rejects]
+                if not json_:
+                    say_imported(results[-1], dry_run, rejects)  # now: a later file may still fail
         finally:
             await store.close()
         if rejects is not None:
@@ -201,17 +217,6 @@ def import_(
     if json_:
         emit_json({**totals, "dry_run": dry_run, "files": results})
         return
-    verb = "would add" if dry_run else "added"
-    for r in results:
-        typer.echo(
-            f"{r['file']}: {r['rows']} rows, {verb} {r['added']}, {r['duplicates']} already listed, "
-            f"{r['invalid']} invalid (source {r['source']!r})"
-        )
-        for rej in r["rejects"][:5]:
-            typer.echo(f"  line {rej['line']}: {rej['text']!r}: {rej['reason']}", err=True)
-        if r["invalid"] > 5:
-            more = "write them all with --rejects FILE" if rejects is None else f"all in {rejects}"
-            typer.echo(f"  … {r['invalid'] - 5} more invalid rows ({more})", err=True)
     if dry_run:
         typer.echo("dry run: nothing was changed")
 

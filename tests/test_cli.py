@@ -186,3 +186,53 @@ def test_help_reads_well() -> None:
         assert command in r.stdout
     r = cli("import", "--help")
     assert "--rejects" in r.stdout and "--dry-run" in r.stdout and "--column" in r.stdout
+
+
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+@pytest.mark.parametrize(
+    ("name", "rows", "added", "duplicates", "invalid"),
+    [
+        ("fr_semicolon_bom.csv", 20, 19, 1, 0),  # John.Doe@gmail.com twice, spelt differently
+        ("windows1252.csv", 12, 11, 0, 1),
+        ("excel_unicode.txt", 10, 10, 0, 0),
+        ("humanlinker.xlsx", 12, 11, 0, 1),
+        ("list.txt", 11, 8, 0, 3),
+        ("hubspot_contacts.csv", 10, 10, 0, 0),
+        ("broken.csv", 13, 6, 0, 7),
+    ],
+)
+def test_import_each_fixture_format(
+    db: Path, tmp_path: Path, name: str, rows: int, added: int, duplicates: int, invalid: int
+) -> None:
+    rejects = tmp_path / "rejects.csv"
+    r = cli("import", str(FIXTURES / name), "--json", "--rejects", str(rejects), db=db)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert (got["rows"], got["added"], got["duplicates"], got["invalid"]) == (rows, added, duplicates, invalid)
+    assert len(rejects.read_text(encoding="utf-8").splitlines()) == 1 + invalid  # header + one line each
+    # Imported again: nothing new, everything a duplicate.
+    again = json.loads(cli("import", str(FIXTURES / name), "--json", db=db).stdout)
+    assert (again["added"], again["duplicates"]) == (0, added + duplicates)
+
+
+def test_import_dry_run_and_source(db: Path) -> None:
+    r = cli("import", str(FIXTURES / "hubspot_contacts.csv"), "--dry-run", "--json", db=db)
+    assert json.loads(r.stdout)["added"] == 10 and json.loads(r.stdout)["dry_run"] is True
+    assert json.loads(cli("list", "--json", db=db).stdout) == []
+    cli("import", str(FIXTURES / "hubspot_contacts.csv"), "--source", "HubSpot", "--reason", "bounced", db=db)
+    [hit] = json.loads(cli("check", "Jane.Doe+x@Example.com", "--json", db=db).stdout)
+    assert (hit["source"], hit["reason"]) == ("HubSpot", "bounced")
+
+
+def test_unusable_import_changes_nothing(db: Path, tmp_path: Path) -> None:
+    cli("add", "keep@x.example", db=db)
+    people = tmp_path / "people.csv"
+    people.write_text("Nom;Prénom\nDupont;Jean\n", encoding="utf-8")
+    r = cli("import", str(FIXTURES / "list.txt"), str(people), db=db)
+    assert r.returncode == 2 and "no address column found" in r.stderr and "--column" in r.stderr
+    no_traceback(r)
+    # list.txt went in (its own transaction), people.csv changed nothing
+    keys = {e["key"] for e in json.loads(cli("list", "--json", db=db).stdout)}
+    assert "keep@x.example" in keys and "@example.org" in keys and len(keys) == 1 + 8
