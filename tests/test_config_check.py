@@ -1,0 +1,78 @@
+"""`smtpguard config check`: validates, then really tries the upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from .smtp_fixtures import Certs, Upstream
+from .test_service import ROOT, free_port
+
+
+async def config_check(cfg: Path) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "smtpguard", "config", "check", "--config", str(cfg), cwd=str(ROOT),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def write(tmp: Path, body: str) -> Path:
+    cfg = tmp / "c.toml"
+    cfg.write_text(body + f"\n[store]\npath = '{tmp / 'list.db'}'\n")
+    return cfg
+
+
+async def test_reachable_upstream_with_tls_and_login(tmp_path: Path, upstream: Upstream, certs: Certs) -> None:
+    (tmp_path / "pw").write_text("relaypw\n")
+    cfg = write(tmp_path, f"""
+[server]
+auth = "none"
+[upstream]
+host = "localhost"
+port = {upstream.port}
+security = "starttls"
+ca_file = "{certs.ca_file}"
+username = "relay"
+password_file = "{tmp_path / 'pw'}"
+""")
+    code, out, err = await config_check(cfg)
+    assert code == 0, out + err
+    assert f"configuration: {cfg}: valid" in out
+    assert "connected, TLS TLSv1." in out and "EHLO ok" in out and "login as relay: ok" in out
+
+
+async def test_wrong_password_and_unreachable_upstream(tmp_path: Path, upstream: Upstream, certs: Certs) -> None:
+    (tmp_path / "pw").write_text("wrong\n")
+    cfg = write(tmp_path, f"""
+[server]
+auth = "local"
+[upstream]
+host = "localhost"
+port = {upstream.port}
+ca_file = "{certs.ca_file}"
+username = "relay"
+password_file = "{tmp_path / 'pw'}"
+""")
+    code, out, _ = await config_check(cfg)
+    assert code == 1 and "login as relay: FAILED: 535" in out
+
+    cfg = write(tmp_path, f"[upstream]\nhost = '127.0.0.1'\nport = {free_port()}\nsecurity = 'none'\n")
+    code, out, _ = await config_check(cfg)
+    assert code == 1 and "upstream: FAILED" in out
+
+
+async def test_untrusted_certificate_is_reported(tmp_path: Path, upstream: Upstream) -> None:
+    cfg = write(tmp_path, f"[upstream]\nhost = 'localhost'\nport = {upstream.port}\n")  # no ca_file
+    code, out, _ = await config_check(cfg)
+    assert code == 1 and "upstream: FAILED" in out and "CERTIFICATE_VERIFY_FAILED" in out
+
+
+async def test_unsafe_configuration_is_refused(tmp_path: Path) -> None:
+    cfg = write(tmp_path, "[server]\nauth = 'none'\ntrusted_networks = ['0.0.0.0/0']\n"
+                          f"[upstream]\nhost = '127.0.0.1'\nport = {free_port()}\nsecurity = 'none'\n")
+    code, out, _ = await config_check(cfg)
+    assert code == 1 and "refused: " in out and "would relay mail for anyone" in out
