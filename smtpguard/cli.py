@@ -12,8 +12,8 @@ import csv
 import datetime as dt
 import json
 import sys
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TextIO, TypeVar
@@ -21,7 +21,7 @@ from typing import Annotated, Any, NoReturn, TextIO, TypeVar
 import typer
 
 from . import __version__, config
-from .addresses import AddressError, parse_entry
+from .addresses import AddressError, Entry, parse_entry
 from .config import ConfigError, Settings
 from .policy import check_address
 from .store import EntryRow, SQLiteStore, StoredEntry, StoreError, open_store, utc_now
@@ -86,8 +86,14 @@ def settings_for(config_path: Path | None, db: Path | None) -> Settings:
         fail(str(exc))
 
 
-async def opened(settings: Settings, *, create: bool = True) -> SQLiteStore:
-    return await open_store(settings.store.path, settings.matching, create=create)
+@asynccontextmanager
+async def opened(settings: Settings, *, create: bool = True) -> AsyncIterator[SQLiteStore]:
+    """The configured store, closed on the way out whatever happens."""
+    store = await open_store(settings.store.path, settings.matching, create=create)
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 def emit_json(value: Any) -> None:
@@ -106,6 +112,17 @@ def parse_date(text: str | None, option: str) -> str | None:
         return dt.date.fromisoformat(text).isoformat()
     except ValueError:
         raise Failure(f"{option} must be a date YYYY-MM-DD, got {text!r}") from None
+
+
+def parse_entries(texts: list[str], settings: Settings) -> list[Entry]:
+    """Entries typed on the command line; the first bad one stops the command."""
+    out = []
+    for text in texts:
+        try:
+            out.append(parse_entry(text, settings.matching))
+        except AddressError as exc:
+            raise Failure(f"{text!r} is not an address or domain: {exc}") from None
+    return out
 
 
 # --- list management ----------------------------------------------------------
@@ -170,10 +187,9 @@ def import_(
 
     async def main() -> list[dict[str, Any]]:
         expiry = parse_date(expires, "--expires")
-        store = await opened(settings)
         results: list[dict[str, Any]] = []
         all_rejects: list[Reject] = []
-        try:
+        async with opened(settings) as store:
             for path in files:
                 stats = FileStats()
                 file_rejects: list[Reject] = []
@@ -206,8 +222,6 @@ def import_(
                                 for r in file_rejects]
                 if not json_:
                     say_imported(results[-1], dry_run, rejects)  # now: a later file may still fail
-        finally:
-            await store.close()
         if rejects is not None:
             write_rejects(rejects, all_rejects)
         return results
@@ -236,23 +250,15 @@ def add(
 
     async def main() -> list[dict[str, Any]]:
         expiry = parse_date(expires, "--expires")
-        parsed = []
-        for text in entries:
-            try:
-                parsed.append(parse_entry(text, settings.matching))
-            except AddressError as exc:
-                raise Failure(f"{text!r} is not an address or domain: {exc}") from None
-        store = await opened(settings)
+        parsed = parse_entries(entries, settings)
         out = []
-        try:
+        async with opened(settings) as store:
             now = utc_now()
             for e in parsed:
                 r = await store.add_entries(
                     [EntryRow(e.key, e.kind, e.original, source, reason, now, expiry)]
                 )
                 out.append({"entry": e.original, "key": e.key, "kind": e.kind, "added": bool(r.added)})
-        finally:
-            await store.close()
         return out
 
     results = run(main)
@@ -275,17 +281,9 @@ def remove(
     settings = settings_for(config_path, db)
 
     async def main() -> list[dict[str, Any]]:
-        keys = []
-        for text in entries:
-            try:
-                keys.append((text, parse_entry(text, settings.matching).key))
-            except AddressError as exc:
-                raise Failure(f"{text!r} is not an address or domain: {exc}") from None
-        store = await opened(settings, create=False)
-        try:
+        keys = [(e.original, e.key) for e in parse_entries(entries, settings)]
+        async with opened(settings, create=False) as store:
             removed = set(await store.remove([k for _, k in keys]))
-        finally:
-            await store.close()
         return [{"entry": t, "key": k, "removed": k in removed} for t, k in keys]
 
     results = run(main)
@@ -309,9 +307,8 @@ def check(
     settings = settings_for(config_path, db)
 
     async def main() -> list[dict[str, Any]]:
-        store = await opened(settings, create=False)
         out = []
-        try:
+        async with opened(settings, create=False) as store:
             for a in addresses:
                 try:
                     hit = await check_address(store, a, settings.matching)
@@ -330,8 +327,6 @@ def check(
                         "expires": hit.expires if hit else None,
                     }
                 )
-        finally:
-            await store.close()
         return out
 
     results = run(main)
@@ -362,9 +357,8 @@ def list_(
     settings = settings_for(config_path, db)
 
     async def main() -> int:
-        store = await opened(settings, create=False)
         n = 0
-        try:
+        async with opened(settings, create=False) as store:
             if json_:
                 sys.stdout.write("[")
             else:
@@ -377,8 +371,6 @@ def list_(
                 n += 1
             if json_:
                 sys.stdout.write("\n]\n")
-        finally:
-            await store.close()
         return n
 
     n = run(main)
@@ -399,9 +391,8 @@ def export(
     settings = settings_for(config_path, db)
 
     async def write(out: TextIO) -> int:
-        store = await opened(settings, create=False)
         n = 0
-        try:
+        async with opened(settings, create=False) as store:
             writer = csv.writer(out, lineterminator="\n")
             if format_ == "csv":
                 writer.writerow(["email", "kind", "key", "source", "reason", "added", "expires"])
@@ -417,8 +408,6 @@ def export(
                 n += 1
             if format_ == "json":
                 out.write("\n]\n")
-        finally:
-            await store.close()
         return n
 
     async def main() -> int:
@@ -443,11 +432,8 @@ def stats(json_: JsonOpt = False, config_path: ConfigOpt = None, db: DbOpt = Non
     since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=30)).isoformat(timespec="seconds")
 
     async def main() -> dict[str, Any]:
-        store = await opened(settings, create=False)
-        try:
+        async with opened(settings, create=False) as store:
             s = await store.stats(since)
-        finally:
-            await store.close()
         return {
             "entries": [{"source": src, "kind": k, "count": c} for src, k, c in s.entries_by_source_kind],
             "total": sum(c for _, _, c in s.entries_by_source_kind),
@@ -486,11 +472,8 @@ def log(
                 raise Failure(
                     f"--since must be a date or time like 2026-11-01 or 2026-11-01T09:00, got {since!r}"
                 ) from None
-        store = await opened(settings, create=False)
-        try:
+        async with opened(settings, create=False) as store:
             events = await store.events(since=since, sender=sender, limit=limit)
-        finally:
-            await store.close()
         return [asdict(e) for e in events]
 
     events = run(main)
@@ -531,11 +514,8 @@ def user_add(
         fail(f"user name {name!r} must not be empty or hold spaces")
 
     async def main() -> bool:
-        store = await opened(settings)
-        try:
+        async with opened(settings) as store:
             return await store.set_user(name, hash_password(password))
-        finally:
-            await store.close()
 
     created = run(main)
     typer.echo(f"{'created' if created else 'password changed for'} user {name}")
@@ -547,11 +527,8 @@ def user_remove(name: str, config_path: ConfigOpt = None, db: DbOpt = None) -> N
     settings = settings_for(config_path, db)
 
     async def main() -> bool:
-        store = await opened(settings, create=False)
-        try:
+        async with opened(settings, create=False) as store:
             return await store.remove_user(name)
-        finally:
-            await store.close()
 
     if not run(main):
         fail(f"no user {name!r}", code=1)
@@ -564,11 +541,8 @@ def user_list(json_: JsonOpt = False, config_path: ConfigOpt = None, db: DbOpt =
     settings = settings_for(config_path, db)
 
     async def main() -> list[tuple[str, str]]:
-        store = await opened(settings, create=False)
-        try:
+        async with opened(settings, create=False) as store:
             return await store.users()
-        finally:
-            await store.close()
 
     users = run(main)
     if json_:
