@@ -164,3 +164,16 @@ class Raw:
         self.writer.close()
         with contextlib.suppress(OSError):
             await self.writer.wait_closed()
+
+
+async def mail_reply(relay: Relay) -> tuple[int, bytes]:
+    """What a plain client without AUTH hears for its MAIL FROM (smtplib, in a thread)."""
+
+    def session() -> tuple[int, bytes]:
+        s = blocking_client(port_of(relay))
+        try:
+            return s.mail(SENDER)
+        finally:
+            s.quit()
+
+    return await in_thread(session)

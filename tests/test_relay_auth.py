@@ -15,7 +15,7 @@ from smtpguard.passwords import hash_password
 from smtpguard.store import open_store
 
 from .conftest import RelayFactory
-from .relay_helpers import SENDER, aio, blocking_client, closed_port, in_thread, message, port_of
+from .relay_helpers import SENDER, aio, blocking_client, closed_port, in_thread, mail_reply, message, port_of
 from .smtp_fixtures import Upstream
 
 # -- passthrough ---------------------------------------------------------------------
@@ -235,14 +235,6 @@ async def test_none_untrusted_client_is_530(make_relay: RelayFactory, upstream: 
     relay = await make_relay(
         server={"auth": "none", "trusted_networks": (ipaddress.ip_network("10.9.0.0/16"),)}
     )
-
-    def session() -> tuple[int, bytes]:
-        s = blocking_client(port_of(relay))
-        try:
-            return s.mail(SENDER)
-        finally:
-            s.quit()
-
-    code, text = await in_thread(session)
+    code, text = await mail_reply(relay)
     assert code == 530 and text.startswith(b"5.7.0 ")
     assert upstream.received == [] and upstream.connections == 0

@@ -21,6 +21,7 @@ from .relay_helpers import (
     blocking_client,
     closed_port,
     in_thread,
+    mail_reply,
     message,
     port_of,
     wait_for,
@@ -32,15 +33,7 @@ from .smtp_fixtures import Upstream
 
 async def test_upstream_down_auth_none_is_451_at_mail(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay(server={"auth": "none"}, upstream={"port": closed_port()})
-
-    def session() -> tuple[int, bytes]:
-        s = blocking_client(port_of(relay))
-        try:
-            return s.mail(SENDER)
-        finally:
-            s.quit()
-
-    code, text = await in_thread(session)
+    code, text = await mail_reply(relay)
     assert code == 451 and text.startswith(b"4.4.1 ") and b"nothing was sent" in text
     c = await aio(relay, login=None)
     with pytest.raises(aiosmtplib.SMTPSenderRefused) as refused:

@@ -12,7 +12,7 @@ from smtpguard.config import Endpoint
 from smtpguard.server import server_tls_context
 
 from .conftest import RelayFactory
-from .relay_helpers import SENDER, aio, blocking_client, in_thread, message, port_of, relay_for
+from .relay_helpers import SENDER, aio, blocking_client, in_thread, mail_reply, message, port_of, relay_for
 from .smtp_fixtures import Certs, Upstream, start_upstream
 
 
@@ -143,15 +143,7 @@ async def test_untrusted_upstream_cert_passthrough_454(make_relay: RelayFactory,
 
 async def test_untrusted_upstream_cert_auth_none_451(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay(server={"auth": "none"}, upstream={"ca_file": None})
-
-    def session() -> tuple[int, bytes]:
-        s = blocking_client(port_of(relay))
-        try:
-            return s.mail(SENDER)
-        finally:
-            s.quit()
-
-    code, text = await in_thread(session)
+    code, text = await mail_reply(relay)
     assert code == 451 and text.startswith(b"4.4.1 ")
     assert upstream.received == [] and upstream.logins == []
 
