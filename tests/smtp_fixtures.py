@@ -178,3 +178,14 @@ def relay_settings(tmp: Path, up: Upstream, certs: Certs, **sections: dict[str, 
 
 async def start_relay(settings: Settings) -> Relay:
     return await Relay.start(settings)
+
+
+async def raw_command(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: bytes) -> bytes:
+    """Send one command line, return the whole (possibly multi-line) reply."""
+    writer.write(line + b"\r\n")
+    reply = b""
+    while True:
+        got = await asyncio.wait_for(reader.readline(), 10)
+        reply += got
+        if got[3:4] != b"-":
+            return reply

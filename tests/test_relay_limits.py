@@ -9,7 +9,7 @@ import pytest
 from smtpguard import relay as relay_module
 
 from .conftest import RelayFactory
-from .smtp_fixtures import Upstream
+from .smtp_fixtures import Upstream, raw_command
 
 
 async def test_session_limit_spares_a_transaction_then_closes(
@@ -20,23 +20,16 @@ async def test_session_limit_spares_a_transaction_then_closes(
     relay = await make_relay(server={"auth": "none"})
     reader, writer = await asyncio.open_connection("127.0.0.1", relay.endpoints[0].port)
 
-    async def command(line: bytes) -> bytes:
-        writer.write(line + b"\r\n")
-        while True:
-            got = await asyncio.wait_for(reader.readline(), 5)
-            if got[3:4] != b"-":
-                return got
-
     assert (await reader.readline()).startswith(b"220")
-    assert (await command(b"EHLO trickle.test")).startswith(b"250")
-    assert (await command(b"MAIL FROM:<alice@corp.example>")).startswith(b"250")
-    assert (await command(b"RCPT TO:<bob@ok.example>")).startswith(b"250")
-    assert (await command(b"DATA")).startswith(b"354")
+    assert (await raw_command(reader, writer, b"EHLO trickle.test")).startswith(b"250")
+    assert (await raw_command(reader, writer, b"MAIL FROM:<alice@corp.example>")).startswith(b"250")
+    assert (await raw_command(reader, writer, b"RCPT TO:<bob@ok.example>")).startswith(b"250")
+    assert (await raw_command(reader, writer, b"DATA")).startswith(b"354")
     # Past the limit, in the middle of the message: not cut.
     for part in (b"Subject: slow\r\n", b"\r\n", b"one\r\n", b"two\r\n"):
         writer.write(part)
         await asyncio.sleep(0.4)
-    assert (await command(b".")).startswith(b"250 ")
+    assert (await raw_command(reader, writer, b".")).startswith(b"250 ")
     assert len(upstream.received) == 1
     # The transaction is over: the next check of the limit ends the session.
     rest = await asyncio.wait_for(reader.read(), 5)

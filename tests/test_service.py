@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import add_entries
-from .smtp_fixtures import Certs, Upstream
+from .smtp_fixtures import Certs, Upstream, raw_command
 
 ROOT = Path(__file__).resolve().parent.parent
 SMTPGUARD = [sys.executable, "-m", "smtpguard"]
@@ -179,21 +179,12 @@ async def test_sigterm_during_data_delivers_once(
         await notifications.until("READY")
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
 
-        async def command(line: bytes) -> bytes:
-            writer.write(line + b"\r\n")
-            reply = b""
-            while True:
-                got = await asyncio.wait_for(reader.readline(), 10)
-                reply += got
-                if got[3:4] != b"-":
-                    return reply
-
         assert (await reader.readline()).startswith(b"220")
-        assert (await command(b"EHLO client.test")).startswith(b"250")
-        assert (await command(b"MAIL FROM:<alice@corp.example>")).startswith(b"250")
-        assert (await command(b"RCPT TO:<bob@ok.example>")).startswith(b"250")
-        assert (await command(b"RCPT TO:<jane.doe@example.com>")).startswith(b"550 5.7.1")
-        assert (await command(b"DATA")).startswith(b"354")
+        assert (await raw_command(reader, writer, b"EHLO client.test")).startswith(b"250")
+        assert (await raw_command(reader, writer, b"MAIL FROM:<alice@corp.example>")).startswith(b"250")
+        assert (await raw_command(reader, writer, b"RCPT TO:<bob@ok.example>")).startswith(b"250")
+        assert (await raw_command(reader, writer, b"RCPT TO:<jane.doe@example.com>")).startswith(b"550 5.7.1")
+        assert (await raw_command(reader, writer, b"DATA")).startswith(b"354")
         writer.write(b"Subject: in flight\r\nMessage-ID: <flight@corp.example>\r\n\r\nfirst half\r\n")
         await writer.drain()
 
@@ -204,7 +195,7 @@ async def test_sigterm_during_data_delivers_once(
         await asyncio.sleep(0.5)
         assert proc.returncode is None  # still finishing our transaction
 
-        final = await command(b"second half\r\n.")
+        final = await raw_command(reader, writer, b"second half\r\n.")
         assert final.startswith(b"250 2.0.0 Ok: queued as"), final
         # The session is closed once its transaction is done.
         assert (await reader.read()) in (b"", b"421 4.3.2 smtpguard is restarting, please send again in a moment\r\n")
