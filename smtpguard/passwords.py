@@ -24,6 +24,10 @@ def hash_password(password: str) -> str:
     return f"scrypt${_N}${_R}${_P}${_b64(salt)}${_b64(digest)}"
 
 
+# Checked against when the user does not exist, so both cost the same.
+UNKNOWN_USER_HASH = hash_password("no such user: this hash is only ever compared, never matched")
+
+
 def verify_password(password: str | bytes, stored: str) -> bool:
     """Constant-time check of a password against a stored hash; False if malformed."""
     try:

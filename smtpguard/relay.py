@@ -27,7 +27,7 @@ from .addresses import AddressError, RoutingRefused, address_key
 from .audit import AuditWriter
 from .config import Settings
 from .message import header_value, remove_recipients, sender_notice
-from .passwords import verify_password
+from .passwords import UNKNOWN_USER_HASH, verify_password
 from .policy import Suppressed, text
 from .store import Event, Store, StoreError, utc_now
 from .upstream import UpstreamUnavailable, close_quietly, connect, describe, error_reply, reply_text
@@ -309,9 +309,11 @@ class Guard:
             )
         if mode == "local":
             stored = await self.ctx.store.user_hash(login)
-            ok = stored is not None and await asyncio.get_running_loop().run_in_executor(
-                None, verify_password, password, stored
-            )
+            # An unknown user costs the same hash as a known one: the reply
+            # time must not tell which names exist.
+            ok = await asyncio.get_running_loop().run_in_executor(
+                None, verify_password, password, stored or UNKNOWN_USER_HASH
+            ) and stored is not None
             if not ok:
                 log.info("session=%d auth failed for user %s (local)", server.sid, login)
                 await asyncio.sleep(1)  # slows guessing; the client waits, nothing else does
