@@ -7,6 +7,7 @@ from which source, and what to do.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -91,6 +92,27 @@ def all_stripped(suppressed: Sequence[Suppressed], lang: str) -> str:
         lines = ["Message not sent: every recipient is on the do-not-contact list"]
         lines += [f"{s.address}: {_why(s, lang)}" for s in suppressed]
     return multiline(550, "5.7.1", lines)
+
+
+_HAS_ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?: |$)")
+# RFC 3463 codes for replies that come without one (aiosmtpd's own, or an
+# upstream that does not speak ENHANCEDSTATUSCODES), as Postfix maps them.
+_DEFAULT_ENHANCED = {
+    "421": "4.3.0", "500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1", "504": "5.5.4",
+    "530": "5.7.0", "535": "5.7.8", "538": "5.7.11", "552": "5.3.4", "555": "5.5.4",
+}  # fmt: skip
+
+
+def with_enhanced_code(reply: str) -> str:
+    """Give every line of a 2xx/4xx/5xx reply an enhanced status code (RFC 2034)."""
+    out = []
+    for line in reply.split("\r\n"):
+        code, sep, rest = line[:3], line[3:4], line[4:]
+        if code.isdigit() and code[0] in "245" and sep in (" ", "-", "") and not _HAS_ENHANCED.match(rest):
+            enhanced = _DEFAULT_ENHANCED.get(code, f"{code[0]}.0.0")
+            line = f"{code}{sep or ' '}{enhanced} {rest}".rstrip()
+        out.append(line)
+    return "\r\n".join(out)
 
 
 def multiline(code: int, enhanced: str, lines: Sequence[str]) -> str:

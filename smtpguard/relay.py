@@ -28,7 +28,7 @@ from .audit import AuditWriter
 from .config import Settings
 from .message import header_value, remove_recipients, sender_notice
 from .passwords import UNKNOWN_USER_HASH, verify_password
-from .policy import Suppressed, text
+from .policy import Suppressed, text, with_enhanced_code
 from .store import Event, Store, StoreError, utc_now
 from .upstream import UpstreamUnavailable, close_quietly, connect, describe, error_reply, reply_text
 
@@ -84,6 +84,7 @@ class GuardSMTP(SMTP):
         self.txn: Transaction | None = None
         self.in_data = False  # a message is being handed to the upstream
         self.busy = 0  # a hook is running: its reply is not written yet
+        self.ehlo_lines = 0  # lines of an EHLO reply still to be pushed as they are
         self._lifetime: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -154,6 +155,10 @@ class GuardSMTP(SMTP):
         if isinstance(status, str) and status.startswith("552 Error:"):
             limit = self.data_size_limit or 0
             status = text(self.ctx.settings.policy.language, "too_big", limit=f"{limit / 1_000_000:.1f}")
+        if self.ehlo_lines:
+            self.ehlo_lines -= 1  # EHLO keyword lines carry no status code
+        elif isinstance(status, str) and self.session is not None and self.session.extended_smtp:
+            status = with_enhanced_code(status)  # we advertise ENHANCEDSTATUSCODES
         await super().push(status)
 
     def close_after_reply(self) -> None:
@@ -259,8 +264,9 @@ class Guard:
         lines = list(responses[:-1])
         if self.ctx.settings.server.auth == "none":
             lines = [line for line in lines if not line.startswith("250-AUTH")]
-        lines.append("250-PIPELINING")
-        return [*lines, responses[-1]]
+        lines += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+        server.ehlo_lines = len(lines)
+        return lines
 
     # -- authentication --------------------------------------------------------
 
