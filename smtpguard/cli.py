@@ -181,7 +181,8 @@ def import_(
     db: DbOpt = None,
 ) -> None:
     """Add the addresses of export files to the suppression list (one transaction per file)."""
-    from .importers import FileStats, Reject, iter_entries, total_size, write_rejects
+    from .importers import Reject, total_size, write_rejects
+    from .importing import import_file
 
     settings = settings_for(config_path, db)
 
@@ -191,35 +192,24 @@ def import_(
         all_rejects: list[Reject] = []
         async with opened(settings) as store:
             for path in files:
-                stats = FileStats()
-                file_rejects: list[Reject] = []
                 with progress_bar(path.name, total_size(path)) as advance:
-                    rows = iter_entries(
-                        path,
-                        rules=settings.matching,
-                        source=source or path.stem,
-                        reason=reason,
-                        added=utc_now(),
-                        expires=expiry,
-                        column=column,
-                        stats=stats,
-                        rejects=file_rejects,
-                        progress=advance,
-                    )
-                    added = await store.add_entries(rows, commit=not dry_run)
+                    done = await import_file(
+                        store, path, rules=settings.matching, source=source, reason=reason, expires=expiry,
+                        column=column, commit=not dry_run, progress=advance,
+                    )  # fmt: skip
                 results.append(
                     {
                         "file": str(path),
-                        "source": source or path.stem,
-                        "rows": stats.rows,
-                        "added": added.added,
-                        "duplicates": added.duplicates,
-                        "invalid": stats.invalid,
-                        "rejects": [asdict(r) for r in file_rejects[:20]],
+                        "source": done.source,
+                        "rows": done.stats.rows,
+                        "added": done.result.added,
+                        "duplicates": done.result.duplicates,
+                        "invalid": done.stats.invalid,
+                        "rejects": [asdict(r) for r in done.rejects[:20]],
                     }
                 )
                 all_rejects += [r if len(files) == 1 else Reject(r.line, r.text, f"{path.name}: {r.reason}")
-                                for r in file_rejects]
+                                for r in done.rejects]
                 if not json_:
                     say_imported(results[-1], dry_run, rejects)  # now: a later file may still fail
         if rejects is not None:

@@ -21,9 +21,9 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from .addresses import MatchRules
 from .config import Endpoint, PolicySettings, ServerSettings, Settings, StoreSettings, UpstreamSettings
-from .importers import FileStats, iter_entries
+from .importing import import_file
 from .server import Relay
-from .store import open_store, utc_now
+from .store import open_store
 
 log = logging.getLogger("smtpguard.demo")
 
@@ -79,14 +79,10 @@ def demo_settings(folder: Path, port: int, upstream_port: int) -> Settings:
 async def import_list(db: Path, path: Path, rules: MatchRules) -> tuple[int, int]:
     store = await open_store(db, rules)
     try:
-        stats = FileStats()
-        result = await store.add_entries(
-            iter_entries(path, rules=rules, source=DEMO_SOURCE, reason="unsubscribed", added=utc_now(),
-                         stats=stats, rejects=[])
-        )
+        done = await import_file(store, path, rules=rules, source=DEMO_SOURCE)
     finally:
         await store.close()
-    return stats.rows, result.added
+    return done.stats.rows, done.result.added
 
 
 def instructions(port: int, folder: Path) -> str:

@@ -49,16 +49,15 @@ import datetime as dt
 import logging
 import os
 import stat
-import threading
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .importers import FileStats, ImportFormatError, Reject, detect_encoding, write_rejects
-from .importers import iter_entries as _iter_entries
+from .importing import DEFAULT_REASON as REASON
+from .importing import import_file
 from .relay import RelayContext
-from .store import AddResult, EntryRow, StoreError, utc_now
+from .store import AddResult, StoreError, utc_now
 
 __all__ = ["DONE", "FAILED", "UNTERMINATED_GRACE", "watch_folder"]
 
@@ -66,11 +65,9 @@ log = logging.getLogger("smtpguard.watch")
 
 DONE = "done"
 FAILED = "failed"
-REASON = "unsubscribed"
 UNTERMINATED_GRACE = 30.0  # seconds a file that looks cut off must stay unchanged
 REPORT_REJECTS = 200  # rejected rows listed in the report; the .rejects.csv has them all
 RETRY_MAX = 60.0  # seconds: cap of the back-off after a store failure
-_ABORT_EVERY = 1024  # rows between checks of the cancellation flag
 
 # Names writers use while a file is incomplete (browsers, WinSCP, rsync, editors).
 _IGNORED_SUFFIXES = (".part", ".partial", ".filepart", ".tmp", ".temp", ".crdownload", ".download", "~")
@@ -146,42 +143,14 @@ class Outcome:
         return FAILED if self.error is not None else DONE
 
 
-class _Aborted(Exception):
-    """Raised inside the row generator so that a cancelled import stops at once."""
-
-
-def _abortable(rows: Iterable[EntryRow], stop: threading.Event) -> Iterator[EntryRow]:
-    for i, row in enumerate(rows):
-        if i % _ABORT_EVERY == 0 and stop.is_set():
-            raise _Aborted
-        yield row
-
-
-async def import_file(ctx: RelayContext, path: Path) -> Outcome:
+async def import_dropped(ctx: RelayContext, path: Path) -> Outcome:
     """Import one file as `smtpguard import FILE` does; StoreError propagates (transient)."""
     out = Outcome(path.name, utc_now())
-    settings = ctx.settings
-    rows = _iter_entries(
-        path,
-        rules=settings.matching,
-        source=path.stem,
-        reason=REASON,
-        added=utc_now(),
-        stats=out.stats,
-        rejects=out.rejects,
-    )
-    stop = threading.Event()
     begin = time.monotonic()
-    # The generator runs in aiosqlite's thread; on cancellation (shutdown) it
-    # must stop there too, or the rollback would wait for the whole file.
-    task = asyncio.ensure_future(ctx.store.add_entries(_abortable(rows, stop)))
     try:
-        out.result = await asyncio.shield(task)
-    except asyncio.CancelledError:
-        stop.set()
-        with contextlib.suppress(BaseException):
-            await task
-        raise
+        # Cancelled (shutdown), the store stops reading rows at once and rolls back.
+        done = await import_file(ctx.store, path, rules=ctx.settings.matching, reason=REASON)
+        out.stats, out.rejects, out.result = done.stats, done.rejects, done.result
     except ImportFormatError as exc:
         out.error = str(exc).replace(f"{path}: ", "", 1)
     except (UnicodeError, OSError) as exc:  # a read failing half-way, e.g. a vanished network share
@@ -359,7 +328,7 @@ class Watcher:
         if await asyncio.to_thread(_file_id, path) != fid:
             return  # changed or gone since the scan: the next scans decide
         try:
-            out = await import_file(ctx, path)
+            out = await import_dropped(ctx, path)
         except StoreError as exc:
             # The file is fine and nothing was written: try again later.
             delay = min(RETRY_MAX, max(self.retry.get(name, (0.0, 0.0))[1] * 2, 1.0))

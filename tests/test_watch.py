@@ -198,7 +198,7 @@ async def test_unmovable_file_is_imported_once(
     relay: Relay, inbox: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     calls: list[str] = []
-    real_import = watch.import_file
+    real_import = watch.import_dropped
     real_rename = Path.rename
 
     async def counting(ctx: object, path: Path) -> watch.Outcome:
@@ -210,7 +210,7 @@ async def test_unmovable_file_is_imported_once(
             raise PermissionError(13, "Permission denied")
         return real_rename(self, target)
 
-    monkeypatch.setattr(watch, "import_file", counting)
+    monkeypatch.setattr(watch, "import_dropped", counting)
     monkeypatch.setattr(Path, "rename", rename)
     (inbox / "stuck.csv").write_text("email\nstuck@x.example\n")
     await until(lambda: (inbox / "done" / "stuck.csv.report.txt").exists())

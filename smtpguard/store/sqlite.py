@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import astuple
@@ -87,6 +88,10 @@ _EVENT_COLUMNS = "time, action, sender, recipient, entry, source, client, user, 
 
 def _entry(row: Sequence[Any]) -> StoredEntry:
     return StoredEntry(*row)
+
+
+class _Cancelled(Exception):
+    """Raised inside the row generator when the import's task was cancelled."""
 
 
 def _describe(path: Path, exc: BaseException) -> StoreError:
@@ -235,6 +240,7 @@ class SQLiteStore:
     async def add_entries(self, rows: Iterable[EntryRow], *, commit: bool = True) -> AddResult:
         offered = 0
         batches: dict[tuple[str, str, str, str | None], int] = {}
+        stop = threading.Event()
 
         def stored(first_id: int) -> Iterator[tuple[str, str, str | None, int]]:
             # Runs in aiosqlite's thread, inside executemany: the hot loop of an import.
@@ -242,6 +248,8 @@ class SQLiteStore:
             get = batches.get
             for key, kind, original, source, reason, added, expires in rows:
                 offered += 1
+                if not offered & 1023 and stop.is_set():
+                    raise _Cancelled
                 meta = (source, reason, added, expires)
                 batch = get(meta)
                 if batch is None:
@@ -252,10 +260,17 @@ class SQLiteStore:
             async with self._db.execute("SELECT coalesce(max(id), 0) + 1 FROM batches") as cur:
                 row = await cur.fetchone()
             before = self._db.total_changes
-            await self._db.executemany(
-                "INSERT OR IGNORE INTO entries (key, kind, original, batch) VALUES (?,?,?,?)",
-                stored(int(row[0]) if row else 1),
-            )
+            try:
+                await self._db.executemany(
+                    "INSERT OR IGNORE INTO entries (key, kind, original, batch) VALUES (?,?,?,?)",
+                    stored(int(row[0]) if row else 1),
+                )
+            except asyncio.CancelledError:
+                # The rows are read in aiosqlite's thread, which goes on after we
+                # stop waiting: tell it to stop too, or the ROLLBACK (queued
+                # behind it) would wait for the rest of a million-row file.
+                stop.set()
+                raise
             added = self._db.total_changes - before
             await self._db.executemany(
                 "INSERT INTO batches (id, source, reason, added, expires) VALUES (?,?,?,?,?)",
