@@ -236,3 +236,25 @@ def test_unusable_import_changes_nothing(db: Path, tmp_path: Path) -> None:
     # list.txt went in (its own transaction), people.csv changed nothing
     keys = {e["key"] for e in json.loads(cli("list", "--json", db=db).stdout)}
     assert "keep@x.example" in keys and "@example.org" in keys and len(keys) == 1 + 8
+
+
+def test_ctrl_c_during_a_big_import_stops_at_once_and_changes_nothing(db: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    cli("add", "keep@x.example", db=db)
+    big = tmp_path / "big.txt"
+    big.write_text("".join(f"user{i}@example.com\n" for i in range(400_000)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPGUARD_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smtpguard", "import", str(big), "--db", str(db)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT), env=env,
+    )
+    time.sleep(1.5)  # start-up, then well inside the ~3 s import
+    assert proc.poll() is None
+    start = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - start < 3
+    assert proc.returncode == 130 and "the list is as it was" in err
+    assert [e["key"] for e in json.loads(cli("list", "--json", db=db).stdout)] == ["keep@x.example"]
