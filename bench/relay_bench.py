@@ -1,0 +1,601 @@
+"""Relay throughput: delivered messages per second through smtpguard, against baselines.
+
+    .venv/bin/python bench/relay_bench.py [--messages 2000] [--recipients 5] [--sessions 10]
+        [--size 4096] [--entries 1000000] [--dir DIR] [--repeat 3] [--no-postfix]
+
+Everything listens on 127.0.0.1 only.  One `smtp-sink` is the final
+destination of every run; the same `smtp-source -A -N` load (a new connection
+per message, recipients numbered `<1user@example.com>` .. `<M*Ruser@example.com>`)
+is sent, each target in turn (alternating when --repeat > 1), to:
+
+- direct: the sink itself (baseline A: what the client, the sink and the
+  machine manage without anything in between);
+- postfix: a private Postfix, before-queue proxy variant (`smtpd_proxy_filter`
+  = the sink, so the client hears 250 only once the sink took the message),
+  with `check_recipient_access hash:TABLE` over the same N-entry table
+  (baseline B; needs root; skipped with --no-postfix);
+- smtpguard: `smtpguard serve --config CFG` as a subprocess, auth "none" from
+  loopback, upstream = the sink, `[policy] mode = "reject"`, the same N
+  entries in its SQLite list.
+
+The list holds `<10i+7>user@example.com` for i < N, so every tenth numbered
+recipient of the load (7, 17, 27, ...) is suppressed, ~10%.  The built lists
+(SQLite and Postfix hash) are cached in --dir.
+
+Reported per target (best msg/s of --repeat runs): delivered messages per
+second (transactions the sink got / wall clock of smtp-source), CPU
+milliseconds per delivered message of the server under test (smtpguard's
+process; Postfix's master and its children), of the sink and of the client,
+and ratios smtpguard/direct and smtpguard/postfix measured in the same run.
+Correctness is checked on what the sink received: no suppressed recipient,
+every other recipient delivered.  Exits 1 when a check fails (never on speed).
+
+Needs smtp-source and smtp-sink (`bash scripts/install-interop.sh`); root for
+the Postfix baseline.  Profile smtpguard with e.g.
+`py-spy record --subprocesses -o relay.svg -- .venv/bin/python bench/relay_bench.py --no-postfix`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # tests.interop.mta: the private Postfix of the interop suite
+
+from smtpguard.addresses import MatchRules, address_key  # noqa: E402
+from smtpguard.store import EntryRow, open_store  # noqa: E402
+from tests.interop.mta import (  # noqa: E402
+    LOOPBACK,
+    POSTFIX,
+    POSTMAP,
+    PrivatePostfix,
+    _alive,
+    free_port,
+    port_open,
+)
+
+DOMAIN = "example.com"
+RCPT_BASE = f"user@{DOMAIN}"  # smtp-source -N makes <1user@example.com>, <2user@example.com>, ...
+SENDER = "bench@example.org"
+STEP, OFFSET = 10, 7  # the list holds numbers OFFSET, OFFSET+STEP, ...: ~1 recipient in STEP
+ADDED = "2024-01-01T00:00:00+00:00"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+START_TIMEOUT = 30.0
+_NUMBERED = re.compile(rb"X-Rcpt-Args: <(\d+)user@example\.com>")
+
+
+def which(tool: str) -> str | None:
+    return shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/usr/lib/postfix/sbin")
+
+
+def smtpguard_command() -> list[str]:
+    script = Path(sys.executable).with_name("smtpguard")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "smtpguard"]
+
+
+def is_suppressed(number: int, entries: int) -> bool:
+    return number % STEP == OFFSET and number <= STEP * (entries - 1) + OFFSET
+
+
+def listed_numbers(entries: int) -> Iterator[int]:
+    return (STEP * i + OFFSET for i in range(entries))
+
+
+def wait_port(port: int, alive: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if port_open(port):
+            return
+        if not alive():
+            raise RuntimeError(f"{what} exited before listening on {LOOPBACK}:{port}")
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {LOOPBACK}:{port} within {START_TIMEOUT:.0f} s")
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 40.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds: only this process, by its pid."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+# --- CPU accounting from /proc ---------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()  # [0] is field 3 (state): field k is [k - 3]
+
+
+def process_cpu(pid: int) -> float:
+    """utime + stime of one process, seconds."""
+    f = _stat_fields(pid)
+    return (int(f[11]) + int(f[12])) / CLK_TCK if f else 0.0
+
+
+def tree_cpu(pid: int) -> float:
+    """A daemon and its direct children: its own time, its reaped children's, its live children's.
+
+    A child that exits between two readings moves from the live sum into the
+    parent's cutime/cstime, so differences of this stay right (Postfix recycles
+    smtpd processes after max_use connections).
+    """
+    f = _stat_fields(pid)
+    if f is None:
+        return 0.0
+    ticks = int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            c = _stat_fields(int(entry.name))
+            if c is not None and int(c[1]) == pid:
+                ticks += int(c[11]) + int(c[12])
+    return ticks / CLK_TCK
+
+
+# --- the sink ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    messages: int  # transactions the sink took
+    rcpts: int
+    leaked: list[str]  # suppressed recipients that reached the sink
+    numbers: set[int]  # numbered recipients seen (to find missing ones)
+
+
+class Sink:
+    """`smtp-sink -D`: one multi-message dump file; renamed away after each run."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.dump = folder / "dump"
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        tool = which("smtp-sink")
+        assert tool is not None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        user: list[str] = []
+        if os.geteuid() == 0:  # smtp-sink refuses to keep root: it must drop to someone
+            shutil.chown(self.folder, user="nobody")
+            user = ["-u", "nobody"]
+        self.port = free_port()
+        with (self.folder / "sink.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [tool, *user, "-D", str(self.dump), f"{LOOPBACK}:{self.port}", "1024"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        proc = self.proc
+        wait_port(self.port, lambda: proc.poll() is None, "smtp-sink")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, grace=5)
+            self.proc = None
+
+    def cpu(self) -> float:
+        return process_cpu(self.proc.pid) if self.proc else 0.0
+
+    def collect(self, entries: int, name: str) -> Received:
+        """What arrived since the last collect; waits until the dump stops growing."""
+        last, stable, deadline = -1, 0, time.monotonic() + 30
+        while stable < 3 and time.monotonic() < deadline:
+            size = self.dump.stat().st_size if self.dump.exists() else 0
+            stable = stable + 1 if size == last else 0
+            last = size
+            time.sleep(0.1)
+        if not self.dump.exists():
+            return Received(0, 0, [], set())
+        taken = self.folder / f"{name}.dump"
+        self.dump.rename(taken)  # the sink opens the file per transaction: the next one starts afresh
+        messages = rcpts = 0
+        leaked: list[str] = []
+        numbers: set[int] = set()
+        with taken.open("rb") as fh:
+            for line in fh:
+                if line.startswith(b"X-Client-Addr:"):
+                    messages += 1
+                elif line.startswith(b"X-Rcpt-Args:"):
+                    rcpts += 1
+                    m = _NUMBERED.match(line)
+                    if m:
+                        n = int(m.group(1))
+                        numbers.add(n)
+                        if is_suppressed(n, entries):
+                            leaked.append(f"{n}{RCPT_BASE}")
+        taken.unlink()
+        return Received(messages, rcpts, leaked, numbers)
+
+
+# --- the lists -----------------------------------------------------------------------------
+
+
+def build_sqlite_list(path: Path, entries: int) -> None:
+    """smtpguard's list: N `EntryRow`s straight into a store (no CSV), cached at `path`."""
+    if path.exists():
+        return
+    sample = f"{OFFSET}{RCPT_BASE}"
+    assert address_key(sample) == sample, "the generated keys must be canonical"
+    tmp = path.with_name(path.name + ".building")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+
+    async def fill() -> None:
+        store = await open_store(tmp, MatchRules())
+        try:
+            rows = (
+                EntryRow(f"{n}{RCPT_BASE}", "address", f"{n}{RCPT_BASE}", "bench", "unsubscribed", ADDED, None)
+                for n in listed_numbers(entries)
+            )
+            result = await store.add_entries(rows)
+            assert result.added == entries, result
+        finally:
+            await store.close()  # checkpoints the WAL into the file
+
+    t = time.perf_counter()
+    asyncio.run(fill())
+    tmp.rename(path)
+    print(f"built smtpguard list {path} ({entries:,} entries) in {time.perf_counter() - t:.1f} s", flush=True)
+
+
+def build_postfix_table(table: Path, entries: int, etc: Path) -> None:
+    """Postfix's list: `ADDRESS REJECT text` lines, `postmap hash:`, cached next to the SQLite one."""
+    db = Path(f"{table}.db")
+    if db.exists():
+        return
+    t = time.perf_counter()
+    with table.open("w") as fh:
+        chunk: list[str] = []
+        for n in listed_numbers(entries):
+            chunk.append(f"{n}{RCPT_BASE} REJECT 5.7.1 suppressed\n")
+            if len(chunk) == 100_000:
+                fh.write("".join(chunk))
+                chunk.clear()
+        fh.write("".join(chunk))
+    tmp_db = Path(f"{table}.db.building")
+    db.unlink(missing_ok=True)
+    subprocess.run([POSTMAP, "-c", str(etc), f"hash:{table}"], check=True, stdin=subprocess.DEVNULL,
+                   capture_output=True, timeout=600)
+    db.rename(tmp_db)  # only a finished postmap counts as cached
+    tmp_db.rename(db)
+    print(f"built Postfix table {db} ({entries:,} entries) in {time.perf_counter() - t:.1f} s", flush=True)
+
+
+# --- the targets ---------------------------------------------------------------------------
+
+
+class BenchPostfix(PrivatePostfix):
+    """The interop suite's private Postfix, before-queue proxy to the shared sink, our table."""
+
+    def __init__(self, root: Path, sink_port: int, table: Path) -> None:
+        super().__init__(root)
+        self.sink_port = sink_port
+        self.table = table
+
+    def main_cf(self) -> str:
+        lines = [
+            "compatibility_level = 3.6",
+            f"queue_directory = {self.queue}",
+            f"data_directory = {self.data}",
+            "mail_owner = postfix",
+            "setgid_group = postdrop",
+            "myhostname = postfix.bench.test",
+            "mydomain = bench.test",
+            "myorigin = bench.test",
+            "inet_interfaces = loopback-only",
+            "inet_protocols = ipv4",
+            "mynetworks = 127.0.0.0/8",
+            "smtpd_peername_lookup = no",
+            "mydestination =",
+            "local_recipient_maps =",
+            "local_transport = error:local delivery is disabled",
+            "alias_maps =",
+            "alias_database =",
+            f"relayhost = [{LOOPBACK}]:{self.sink_port}",
+            "smtp_dns_support_level = disabled",
+            "smtp_tls_security_level = none",
+            f"smtpd_recipient_restrictions = check_recipient_access hash:{self.table}, permit_mynetworks, reject",
+            # Before-queue: each accepted message goes to the sink during the client's session.
+            f"smtpd_proxy_filter = {LOOPBACK}:{self.sink_port}",
+            f"maillog_file = {self.maillog}",
+            f"maillog_file_prefixes = {self.root}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def prepare(self) -> None:
+        self.etc.mkdir()
+        self.queue.mkdir()
+        self.data.mkdir(mode=0o700)
+        shutil.chown(self.data, user="postfix")
+        self.port = free_port()
+        (self.etc / "main.cf").write_text(self.main_cf())
+        (self.etc / "master.cf").write_text(self.master_cf())
+
+    def launch(self) -> None:
+        self._run(POSTFIX, "-c", str(self.etc), "check")
+        self._run(POSTFIX, "-c", str(self.etc), "start")
+        self.started = True
+        wait_port(self.port, self._running, "Postfix")
+
+    def _running(self) -> bool:
+        pid = self._master_pid()
+        return pid is None or _alive(pid)  # no pid file yet: still starting
+
+    def master_pid(self) -> int | None:
+        return self._master_pid()
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    server_cpu: Callable[[], float]  # CPU seconds so far of the server under test (0 for direct)
+    filtered: bool  # applies the list
+
+
+@dataclass(frozen=True)
+class Run:
+    seconds: float
+    received: Received
+    server_cpu: float
+    sink_cpu: float
+    client_cpu: float
+    problems: list[str]
+
+    @property
+    def rate(self) -> float:
+        return self.received.messages / self.seconds if self.seconds > 0 else 0.0
+
+
+def smtp_source(args: argparse.Namespace, port: int, messages: int, log: Path) -> tuple[float, float, int]:
+    """Run the load; (wall seconds, client CPU seconds, exit status)."""
+    tool = which("smtp-source")
+    assert tool is not None
+    argv = [tool, "-A", "-N", "-c", "-s", str(args.sessions), "-m", str(messages), "-r", str(args.recipients),
+            "-l", str(args.size), "-f", SENDER, "-t", RCPT_BASE, f"{LOOPBACK}:{port}"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with log.open("ab") as out:
+        t = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            rc = proc.wait(timeout=60 + messages * 0.05)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        seconds = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return seconds, cpu, rc
+
+
+def measure(args: argparse.Namespace, target: Target, sink: Sink, messages: int, work: Path) -> Run:
+    sink.collect(args.entries, "stale")  # nothing should be there; start from an empty dump
+    server0, sink0 = target.server_cpu(), sink.cpu()
+    seconds, client_cpu, rc = smtp_source(args, target.port, messages, work / f"source-{target.name}.log")
+    server_cpu, sink_cpu = target.server_cpu() - server0, sink.cpu() - sink0
+    got = sink.collect(args.entries, target.name)
+    total = messages * args.recipients
+    suppressed = sum(1 for n in range(1, total + 1) if is_suppressed(n, args.entries)) if target.filtered else 0
+    problems: list[str] = []
+    if rc != 0:
+        problems.append(f"smtp-source exited {rc} (see {work}/source-{target.name}.log)")
+    if target.filtered and got.leaked:
+        problems.append(f"{len(got.leaked)} suppressed recipients reached the sink, e.g. {got.leaked[:3]}")
+    missing = [n for n in range(1, total + 1) if n not in got.numbers and not (target.filtered and
+                                                                                is_suppressed(n, args.entries))]
+    if missing:
+        problems.append(f"{len(missing)} deliverable recipients never reached the sink, e.g. {missing[:5]}")
+    if got.rcpts != total - suppressed:
+        problems.append(f"sink got {got.rcpts} recipients, expected {total - suppressed}")
+    if not target.filtered and got.messages != messages:
+        problems.append(f"sink got {got.messages} messages, expected {messages}")
+    return Run(seconds, got, server_cpu, sink_cpu, client_cpu, problems)
+
+
+def write_config(path: Path, port: int, sink_port: int, db: Path) -> None:
+    path.write_text(
+        "[server]\n"
+        f'listen = "{LOOPBACK}:{port}"\n'
+        'auth = "none"\n'
+        'trusted_networks = ["127.0.0.0/8"]\n'
+        "\n[upstream]\n"
+        f'host = "{LOOPBACK}"\n'
+        f"port = {sink_port}\n"
+        'security = "none"\n'
+        "\n[policy]\n"
+        'mode = "reject"\n'
+        "\n[store]\n"
+        f'path = "{db}"\n'
+    )
+
+
+def report(targets: list[Target], runs: dict[str, list[Run]], args: argparse.Namespace) -> None:
+    total = args.messages * args.recipients
+    suppressed = sum(1 for n in range(1, total + 1) if is_suppressed(n, args.entries))
+    print()
+    print(f"load: {args.messages:,} messages x {args.recipients} recipients, {args.size:,} bytes, "
+          f"{args.sessions} sessions, a new connection per message; list {args.entries:,} entries, "
+          f"{suppressed:,} of {total:,} recipients ({100 * suppressed / total:.1f}%) suppressed")
+    print(f"{'':<22} {'msg/s':>8} {'wall s':>7} {'msgs':>6} {'rcpts':>7} {'leaked':>6}"
+          f"  CPU ms/msg: {'server':>7} {'sink':>6} {'client':>6}")
+    best: dict[str, Run] = {}
+    for t in targets:
+        for i, r in enumerate(runs[t.name]):
+            msgs = max(r.received.messages, 1)
+            label = t.name if len(runs[t.name]) == 1 else f"{t.name} #{i + 1}"
+            server = f"{1000 * r.server_cpu / msgs:>7.3f}" if t.server_cpu is not zero_cpu else f"{'-':>7}"
+            leaked = f"{len(r.received.leaked):>6}" if t.filtered else f"{'-':>6}"
+            print(f"{label:<22} {r.rate:>8,.0f} {r.seconds:>7.2f} {r.received.messages:>6,} "
+                  f"{r.received.rcpts:>7,} {leaked}              {server} "
+                  f"{1000 * r.sink_cpu / msgs:>6.3f} {1000 * r.client_cpu / msgs:>6.3f}")
+        best[t.name] = max(runs[t.name], key=lambda r: r.rate)
+    print("ratios (best): " + ratios(best))
+    if args.repeat > 1:
+        median = {name: sorted(rs, key=lambda r: r.rate)[len(rs) // 2] for name, rs in runs.items()}
+        print("ratios (median): " + ratios(median))
+
+
+def ratios(runs: dict[str, Run]) -> str:
+    sg = runs.get("smtpguard")
+    direct = runs.get("direct")
+    postfix = runs.get("postfix")
+    parts = []
+    if sg and direct:
+        parts.append(f"smtpguard/direct {sg.rate / direct.rate:.3f}")
+    if sg and postfix:
+        parts.append(f"smtpguard/postfix {sg.rate / postfix.rate:.3f}")
+    if postfix and direct:
+        parts.append(f"postfix/direct {postfix.rate / direct.rate:.3f}")
+    if sg and postfix and postfix.server_cpu > 0:
+        per_msg = [r.server_cpu / max(r.received.messages, 1) for r in (sg, postfix)]
+        parts.append(f"server CPU/message smtpguard/postfix {per_msg[0] / per_msg[1]:.2f}")
+    return ", ".join(parts)
+
+
+def zero_cpu() -> float:
+    return 0.0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwind through the finally blocks, which stop everything started
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--recipients", type=int, default=5, help="recipients per message")
+    ap.add_argument("--sessions", type=int, default=10, help="parallel SMTP sessions of smtp-source")
+    ap.add_argument("--size", type=int, default=4096, help="message payload, bytes")
+    ap.add_argument("--entries", type=int, default=1_000_000, help="suppression list size")
+    ap.add_argument("--dir", type=Path, help="keep the built lists here (default: a temporary directory)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each target; the best msg/s counts")
+    ap.add_argument("--no-postfix", action="store_true", help="skip the Postfix baseline")
+    args = ap.parse_args()
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored (`cmd &`)
+
+    missing = [t for t in ("smtp-source", "smtp-sink") if which(t) is None]
+    if missing:
+        print(f"needs {', '.join(missing)}: run `bash scripts/install-interop.sh`", file=sys.stderr)
+        return 2
+    postfix_skip = None
+    if args.no_postfix:
+        postfix_skip = "--no-postfix"
+    elif os.geteuid() != 0:
+        postfix_skip = "a private Postfix must be started as root"
+    elif which("postfix") is None or which("postmap") is None:
+        postfix_skip = "postfix/postmap not installed (bash scripts/install-interop.sh)"
+
+    cache = args.dir or Path(tempfile.mkdtemp(prefix="smtpguard-relay-bench-"))
+    cache.mkdir(parents=True, exist_ok=True)
+    cache = cache.resolve()
+    # Short and private: Postfix's unix sockets live in its queue dir (~108-byte paths).
+    work = Path(tempfile.mkdtemp(prefix="sgrb-", dir="/tmp"))
+    work.chmod(0o755)  # Postfix daemons run as `postfix` and must reach the queue
+    shm = Path("/dev/shm")
+    sink = Sink(Path(tempfile.mkdtemp(prefix="sgrb-sink-", dir=shm if shm.is_dir() else work)))
+    postfix: BenchPostfix | None = None
+    relay: subprocess.Popen[bytes] | None = None
+    failed = False
+    try:
+        sg_list = cache / f"smtpguard-list-{args.entries}.db"
+        build_sqlite_list(sg_list, args.entries)
+        sink.start()
+        targets = [Target("direct", sink.port, zero_cpu, filtered=False)]
+
+        if postfix_skip is None:
+            postfix = BenchPostfix(work / "postfix", sink.port, cache / f"postfix-access-{args.entries}")
+            postfix.root.mkdir()
+            postfix.root.chmod(0o755)
+            postfix.prepare()
+            build_postfix_table(postfix.table, args.entries, postfix.etc)
+            postfix.launch()
+            pf = postfix
+
+            def postfix_cpu() -> float:
+                pid = pf.master_pid()
+                return tree_cpu(pid) if pid else 0.0
+
+            targets.append(Target("postfix", postfix.port, postfix_cpu, filtered=True))
+        else:
+            print(f"Postfix baseline skipped: {postfix_skip}", flush=True)
+
+        db = work / "smtpguard.db"
+        shutil.copyfile(sg_list, db)  # the audit log grows in the copy, not in the cache
+        cfg = work / "smtpguard.toml"
+        port = free_port()
+        write_config(cfg, port, sink.port, db)
+        with (work / "smtpguard.log").open("ab") as log:
+            relay = subprocess.Popen([*smtpguard_command(), "serve", "--config", str(cfg)],
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        proc = relay
+        wait_port(port, lambda: proc.poll() is None, "smtpguard serve")
+        targets.append(Target("smtpguard", port, lambda: process_cpu(proc.pid), filtered=True))
+
+        # Warm-up: page cache, Postfix's smtpd processes, Python's lazy imports.
+        warm = min(200, args.messages)
+        for t in targets:
+            r = measure(args, t, sink, warm, work)
+            print(f"warm-up {t.name}: {r.rate:,.0f} msg/s", flush=True)
+        runs: dict[str, list[Run]] = {t.name: [] for t in targets}
+        for i in range(args.repeat):
+            for t in targets:  # alternate, so that a busy moment hits every target
+                r = measure(args, t, sink, args.messages, work)
+                runs[t.name].append(r)
+                print(f"run {i + 1}/{args.repeat} {t.name}: {r.rate:,.0f} msg/s", flush=True)
+                for p in r.problems:
+                    failed = True
+                    print(f"FAIL {t.name}: {p}", flush=True)
+        if relay.poll() is not None:
+            failed = True
+            print(f"FAIL smtpguard exited {relay.returncode} during the run (see {work}/smtpguard.log)")
+        report(targets, runs, args)
+        if not failed:
+            print("correctness: no suppressed recipient reached the sink; every other recipient did")
+    finally:
+        if relay is not None:
+            stop_process(relay)
+        if postfix is not None:
+            with contextlib.suppress(Exception):
+                postfix.stop()
+        sink.stop()
+        if failed:
+            print(f"logs kept in {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(sink.folder, ignore_errors=True)
+        if args.dir is None:
+            shutil.rmtree(cache, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
