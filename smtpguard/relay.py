@@ -16,6 +16,7 @@ import binascii
 import ipaddress
 import itertools
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any, AnyStr
 
@@ -43,6 +44,9 @@ LOST = (
     OSError,
 )
 _session_ids = itertools.count(1)
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+# `<dot-atom@host.name> params`: the path most clients send (see GuardSMTP._getaddr).
+_PLAIN_PATH = re.compile(rf"\s*<({_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>\s*(.*)", re.S)
 SESSION_LIMIT = 3600.0  # seconds one connection may last, whatever it does
 SESSION_LIMIT_RECHECK = 30.0  # then, while a transaction is open, look again this often
 
@@ -166,6 +170,16 @@ class GuardSMTP(SMTP):
         transport = self.transport
         if transport is not None:
             self.loop.call_soon(transport.close)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd runs the e-mail header parser (and defines a class) for
+        # every MAIL and RCPT: ~17% of the relay's CPU. A plain <user@domain>
+        # gets the same answer from one regex (property-tested against it).
+        m = _PLAIN_PATH.fullmatch(arg)
+        if m is not None and not self.local_part_limit:
+            return m.group(1), m.group(2)
+        result: tuple[str | None, str | None] = super()._getaddr(arg)
+        return result
 
     def set_data_deadline(self, seconds: float | None) -> None:
         """While the upstream takes the message, the client waits: give it time."""
