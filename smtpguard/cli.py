@@ -165,7 +165,9 @@ def say_imported(r: dict[str, Any], dry_run: bool, rejects: Path | None) -> None
 
 @app.command("import")
 def import_(
-    files: Annotated[list[Path], typer.Argument(help="Export files: CSV, TXT or XLSX.", show_default=False, metavar="FILE")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Export files: CSV, TXT or XLSX.", show_default=False, metavar="FILE")
+    ],
     source: Annotated[
         str | None, typer.Option(help="Where the entries come from [default: the file's name without extension]")
     ] = None,
@@ -227,7 +229,9 @@ def import_(
 
 @app.command()
 def add(
-    entries: Annotated[list[str], typer.Argument(help="Addresses (jane@x.com) or domains (@x.com or x.com).", metavar="ENTRY")],
+    entries: Annotated[
+        list[str], typer.Argument(help="Addresses (jane@x.com) or domains (@x.com or x.com).", metavar="ENTRY")
+    ],
     reason: Annotated[str, typer.Option(help="Why they are suppressed.")] = "added by hand",
     source: Annotated[str, typer.Option(help="Where they come from.")] = "manual",
     expires: Annotated[str | None, typer.Option(help="YYYY-MM-DD: the entries stop blocking that day.")] = None,
