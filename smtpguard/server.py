@@ -193,8 +193,7 @@ async def serve_forever(settings: Settings, *, config_path: Path | None = None, 
     try:
         relay = await Relay.start(settings)
     except (RelayRefused, StoreError) as exc:
-        log.error("%s", exc)
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(str(exc)) from None  # the CLI prints it once, on stderr
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reloads: asyncio.Queue[None] = asyncio.Queue()
