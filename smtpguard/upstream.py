@@ -110,3 +110,56 @@ async def probe(settings: Settings, say: Callable[[str], None]) -> bool:
     finally:
         await close_quietly(client)
     return ok
+
+
+_Idle = tuple[float, UpstreamSettings, aiosmtplib.SMTP]  # (idle since, settings, session)
+
+
+class UpstreamPool:
+    """Idle upstream sessions logged in as the relay's own account, kept for the next client.
+
+    Mail programs open a new connection for every message; without a pool each
+    one costs the upstream a TCP and TLS handshake, EHLO and AUTH. Only
+    sessions of the relay's own account (auth "local"/"none") are pooled: a
+    passthrough session carries one user's login and dies with its client.
+    """
+
+    def __init__(self, *, size: int = 8, max_idle: float = 30.0) -> None:
+        self.size = size
+        self.max_idle = max_idle  # below common upstream idle timeouts (Postfix: 300 s)
+        self._idle: list[_Idle] = []
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+    def take(self, up: UpstreamSettings, now: float) -> aiosmtplib.SMTP | None:
+        """The freshest idle session for these settings, or None (stale ones are closed)."""
+        keep: list[_Idle] = []
+        stale: list[_Idle] = []
+        for item in self._idle:
+            since, settings, client = item
+            usable = settings == up and now - since < self.max_idle and client.is_connected
+            (keep if usable else stale).append(item)
+        for _, _, client in stale:
+            client.close()
+        found = keep.pop()[2] if keep else None  # the most recently used
+        self._idle = keep
+        return found
+
+    async def give(self, up: UpstreamSettings, client: aiosmtplib.SMTP, now: float, *, clean: bool) -> None:
+        """Keep `client` for reuse; `clean=False` means a transaction may be open (RSET first)."""
+        if not client.is_connected or len(self._idle) >= self.size:
+            await close_quietly(client)
+            return
+        if not clean:
+            try:
+                await client.rset()
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
+                return
+        self._idle.append((now, up, client))
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for _, _, client in idle:
+            await close_quietly(client)
