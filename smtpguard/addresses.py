@@ -15,6 +15,7 @@ falls through to email-validator.
 from __future__ import annotations
 
 import re
+import socket
 import unicodedata
 from dataclasses import dataclass
 from typing import Literal
@@ -239,6 +240,36 @@ class RoutingRefused(AddressError):
     """Sender-specified routing or an address literal: refused with 553 5.7.1."""
 
 
+# Postfix's "sender-specified routing" is user[@%!]remote[@%!]site: an "@" can
+# only be in a local part when quoted ("user@remote"@relay), and still routes.
+_ROUTING = re.compile(r"[@%!]")
+# Unicode Default_Ignorable_Code_Point (DerivedCoreProperties.txt): invisible
+# and meaningless in a name.  email-validator refuses most of them, but lets
+# U+034F, U+115F/U+1160, U+17B4/U+17B5, the variation selectors and the Hangul
+# fillers through, and NFKC keeps them: `jane.do\u034fe@` would look like the
+# suppressed address without its key.  Refused at RCPT.
+_INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
+)
+
+
+def _numeric_host(ascii_domain: str) -> bool:
+    """`192.0.2.1`, `127.1`, `0x7f.0.0.1`: an IP address without brackets.
+
+    No top-level domain is all digits; a resolver (getaddrinfo, inet_aton)
+    reads such a name as an address, so it is an address literal in disguise.
+    """
+    if ascii_domain.rsplit(".", 1)[-1].isdigit():
+        return True
+    try:
+        socket.inet_aton(ascii_domain)
+    except OSError:
+        return False
+    return True
+
+
 def strip_source_route(path: str) -> str:
     """`@a,@b:user@domain` -> `user@domain` (RFC 5321 4.1.2 ignores A-d-l)."""
     path = path.strip()
@@ -255,8 +286,9 @@ def recipient_key(path: str, rules: MatchRules = DEFAULT_RULES) -> str:
     """The canonical key of an RCPT TO path, or RoutingRefused / AddressError.
 
     The local part must not route further (`user%host@relay`,
-    `host!user@relay`) and the domain must be a name, not `[192.0.2.1]`:
-    either would reach a mailbox without the list seeing its domain.
+    `host!user@relay`, `"user@host"@relay`) and the domain must be a name,
+    not `[192.0.2.1]` nor `192.0.2.1`: either would reach a mailbox without
+    the list seeing its domain.  Invisible characters are refused.
     """
     address = strip_source_route(path)
     at = address.rfind("@")
@@ -264,7 +296,13 @@ def recipient_key(path: str, rules: MatchRules = DEFAULT_RULES) -> str:
         raise AddressError("a recipient needs a user and a domain (user@example.com)")
     if address[at + 1 :].startswith("["):
         raise RoutingRefused("address literals are not accepted, use the domain name")
+    if not address.isascii() and (bad := _INVISIBLE.search(address)):
+        name = unicodedata.name(bad.group(), f"U+{ord(bad.group()):04X}")
+        raise AddressError(f"the address contains an invisible character ({name})")
     local, domain = split_address(address, strict=False)
-    if "%" in local or "!" in local:
-        raise RoutingRefused("sender-specified routing (% or ! in the address) is not accepted")
+    # Checked after NFKC too: U+FF05 FULLWIDTH PERCENT SIGN keys as "%".
+    if _ROUTING.search(local) or (not local.isascii() and _ROUTING.search(fold(local))):
+        raise RoutingRefused("sender-specified routing (%, ! or @ in the user part) is not accepted")
+    if _numeric_host(domain):
+        raise RoutingRefused("an IP address is not accepted in place of a domain name, use the domain name")
     return f"{_local_key(local, domain, rules)}@{_domain_key(domain, rules)}"
