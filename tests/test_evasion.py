@@ -410,7 +410,9 @@ async def test_invalid_utf8_is_not_relayed(make_relay: RelayFactory, upstream: U
     raw.writer.write(line + b"\r\n")
     reply = await raw.reply()
     await raw.close()
-    assert reply[0] in "45", reply  # 451 today (aiosmtplib cannot encode the surrogates): never relayed
+    # Never relayed.  Today 451: recipient_key refuses the lone surrogates (AddressError),
+    # but the 501 text echoes the address and cannot be encoded (relay.py).
+    assert reply[0] in "45", reply
     assert upstream.rcpt_seen == []
 
 
@@ -465,7 +467,7 @@ async def test_backslash_outside_quotes_is_refused(make_relay: RelayFactory, ups
     raw = await _session(make_relay)
     reply = await raw.cmd(f"RCPT TO:{REWRITTEN.path}")
     await raw.close()
-    assert reply.startswith("501 "), reply
+    assert reply.startswith(("501 ", "553 5.1.3 ")), reply
 
 
 @pytest.mark.xfail(strict=True, reason="relay.py: aiosmtpd's _getaddr raises on an unclosed [ (451, not 501/553)")
