@@ -159,6 +159,13 @@ class GuardSMTP(SMTP):
         if isinstance(status, str) and status.startswith("552 Error:"):
             limit = self.data_size_limit or 0
             status = text(self.ctx.settings.policy.language, "too_big", limit=f"{limit / 1_000_000:.1f}")
+        if isinstance(status, str) and not status.isascii():
+            # Replies that echo the client's address carry its invalid UTF-8
+            # bytes as lone surrogates (aiosmtpd decodes with surrogateescape);
+            # encoding them would raise, and the client would get a 451
+            # "something went wrong" instead of the 5xx meant for it. Show such
+            # bytes as \xNN instead.
+            status = status.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         if self.ehlo_lines:
             self.ehlo_lines -= 1  # EHLO keyword lines carry no status code
         elif isinstance(status, str) and self.session is not None and self.session.extended_smtp:
@@ -540,6 +547,18 @@ class Guard:
         if up is None:
             return
         settings = self.ctx.settings
+        # The notice is mail the relay sends itself: the list applies to it
+        # too. A suppressed (or unreadable) sender gets none; the client's
+        # 250 already stands, so skip quietly rather than fail the message.
+        try:
+            blocked = await policy.check_address(self.ctx.store, txn.sender, settings.matching)
+        except (AddressError, StoreError) as exc:
+            log.warning("session=%d sender notice not sent: cannot check <%s>: %s", server.sid, txn.sender, exc)
+            return
+        if blocked is not None:
+            log.info("session=%d sender notice not sent: <%s> is suppressed (%s)", server.sid, txn.sender,
+                     blocked.original)
+            return
         notice = sender_notice(
             txn.sender,
             header_value(content, "Subject"),
