@@ -185,8 +185,15 @@ class GuardSMTP(SMTP):
         m = _PLAIN_PATH.fullmatch(arg)
         if m is not None and not self.local_part_limit:
             return m.group(1), m.group(2)
-        result: tuple[str | None, str | None] = super()._getaddr(arg)
-        return result
+        try:
+            address, rest = super()._getaddr(arg)
+        except Exception:  # e.g. AttributeError on an unclosed `[`: malformed, a 5xx
+            return None, None
+        if address is not None and '"' in address and '"' not in arg:
+            # `<jane\.doe@x>` is a syntax error (RFC 5321 has no quoted-pair outside
+            # quotes); aiosmtpd would turn it into a different, quoted mailbox.
+            return None, None
+        return address, rest
 
     def set_data_deadline(self, seconds: float | None) -> None:
         """While the upstream takes the message, the client waits: give it time."""
