@@ -26,12 +26,12 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 from . import policy
 from .addresses import AddressError, RoutingRefused, address_key
 from .audit import AuditWriter
-from .config import Settings
+from .config import Settings, UpstreamSettings
 from .message import header_value, remove_recipients, sender_notice
 from .passwords import UNKNOWN_USER_HASH, verify_password
 from .policy import Suppressed, text, with_enhanced_code
 from .store import Event, Store, StoreError, utc_now
-from .upstream import UpstreamUnavailable, close_quietly, connect, describe, error_reply, reply_text
+from .upstream import UpstreamPool, UpstreamUnavailable, close_quietly, connect, describe, error_reply, reply_text
 
 log = logging.getLogger("smtpguard.relay")
 
@@ -60,6 +60,7 @@ class RelayContext:
     audit: AuditWriter
     sessions: set[GuardSMTP] = field(default_factory=set)
     accepting: bool = True
+    pool: UpstreamPool = field(default_factory=UpstreamPool)
 
 
 @dataclass
@@ -82,6 +83,10 @@ class GuardSMTP(SMTP):
         self.implicit_tls = implicit_tls
         self.sid = next(_session_ids)
         self.upstream: aiosmtplib.SMTP | None = None
+        # Set when `upstream` is the relay's own account (auth local/none), so
+        # it may go back to the pool; `upstream_reused` until its first MAIL.
+        self.upstream_key: UpstreamSettings | None = None
+        self.upstream_reused = False
         self.user = ""
         self.client_ip = ""
         self.trusted = False
@@ -131,10 +136,15 @@ class GuardSMTP(SMTP):
         if self._lifetime is not None:
             self._lifetime.cancel()
         guard: Guard = self.event_handler
+        clean = self.txn is None and not self.in_data and not self.busy
         guard.end_transaction(self)
         up, self.upstream = self.upstream, None
         if up is not None:
-            up.close()
+            if self.upstream_key is not None and clean and self.ctx.accepting:
+                # The client just hung up without QUIT: the session is still good.
+                asyncio.ensure_future(self.ctx.pool.give(self.upstream_key, up, self.loop.time(), clean=True))
+            else:
+                up.close()
         super().connection_lost(error)
 
     async def _call_handler_hook(self, command: str, *args: Any) -> Any:
@@ -265,6 +275,10 @@ class Guard:
             log.info("session=%d upstream session gone; asking the client to reconnect", server.sid)
             server.close_after_reply()
             return text(self.lang, "relogin")
+        pooled = self.ctx.pool.take(settings.upstream, server.loop.time())
+        if pooled is not None:
+            server.upstream, server.upstream_key, server.upstream_reused = pooled, settings.upstream, True
+            return pooled
         try:
             up = await connect(settings.upstream, settings.server.hostname)
         except UpstreamUnavailable as exc:
@@ -277,7 +291,7 @@ class Guard:
                 log.error("upstream login as %s failed: %s", settings.upstream.username, describe(exc))
                 await close_quietly(up)
                 return text(self.lang, "upstream_down")
-        server.upstream = up
+        server.upstream, server.upstream_key, server.upstream_reused = up, settings.upstream, False
         return up
 
     # -- greeting --------------------------------------------------------------
@@ -373,7 +387,7 @@ class Guard:
             log.warning("session=%d auth: upstream failed: %s", server.sid, describe(exc))
             await close_quietly(up)
             return AuthResult(success=False, handled=False, message=text(self.lang, "auth_unavailable"))
-        server.upstream = up
+        server.upstream, server.upstream_key = up, None  # the user's own login: never pooled
         server.user = login
         log.info("session=%d authenticated as %s (passthrough)", server.sid, login)
         return AuthResult(success=True, auth_data=login)
@@ -402,32 +416,38 @@ class Guard:
             # message, line too long): the upstream still has it open.
             self.end_transaction(server)
             await self._rset_upstream(server)
-        up = await self._upstream_for(server)
-        if isinstance(up, str):
-            return up
         sender = "" if address == "<>" else address
         utf8 = "SMTPUTF8" in options or not sender.isascii()
-        if utf8 and not up.supports_extension("smtputf8"):
-            return "553 5.6.7 The outgoing mail server does not accept non-ASCII addresses"
-        forwarded = [
-            o
-            for o in options
-            if (o.startswith("SIZE=") and up.supports_extension("size"))
-            or (o.startswith("BODY=") and up.supports_extension("8bitmime"))
-        ]
-        if utf8:
-            forwarded.append("SMTPUTF8")
-        try:
-            r = await up.mail(sender, options=forwarded, encoding="utf-8" if utf8 else "ascii")
-        except ValueError:
-            # aiosmtplib refuses what cannot be a mailbox (spaces, controls);
-            # nothing was sent upstream.
-            return text(self.lang, "bad_sender", address=address)
-        except aiosmtplib.SMTPResponseException as exc:
-            return error_reply(exc)
-        except LOST as exc:
-            await self._drop_upstream(server, describe(exc))
-            return text(self.lang, "upstream_lost")
+        while True:
+            up = await self._upstream_for(server)
+            if isinstance(up, str):
+                return up
+            if utf8 and not up.supports_extension("smtputf8"):
+                return "553 5.6.7 The outgoing mail server does not accept non-ASCII addresses"
+            forwarded = [
+                o
+                for o in options
+                if (o.startswith("SIZE=") and up.supports_extension("size"))
+                or (o.startswith("BODY=") and up.supports_extension("8bitmime"))
+            ]
+            if utf8:
+                forwarded.append("SMTPUTF8")
+            try:
+                r = await up.mail(sender, options=forwarded, encoding="utf-8" if utf8 else "ascii")
+            except ValueError:
+                # aiosmtplib refuses what cannot be a mailbox (spaces, controls);
+                # nothing was sent upstream.
+                return text(self.lang, "bad_sender", address=address)
+            except aiosmtplib.SMTPResponseException as exc:
+                return error_reply(exc)
+            except LOST as exc:
+                reused = server.upstream_reused
+                await self._drop_upstream(server, describe(exc))
+                if reused:
+                    continue  # a pooled session the upstream had closed meanwhile: take a fresh one
+                return text(self.lang, "upstream_lost")
+            break
+        server.upstream_reused = False
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         server.txn = Transaction(sender=sender, utf8=utf8)
@@ -598,9 +618,13 @@ class Guard:
         return "250 2.0.0 OK"
 
     async def handle_QUIT(self, server: GuardSMTP, session: Session, envelope: Envelope) -> str:
+        clean = server.txn is None
         self.end_transaction(server)
         up, server.upstream = server.upstream, None
-        await close_quietly(up)
+        if up is not None and server.upstream_key is not None and self.ctx.accepting:
+            await self.ctx.pool.give(server.upstream_key, up, server.loop.time(), clean=clean)
+        else:
+            await close_quietly(up)
         return "221 2.0.0 Bye"
 
     async def handle_exception(self, error: Exception) -> str:

@@ -169,6 +169,7 @@ class Relay:
             self._say_goodbye(session)
         while self.ctx.sessions and loop.time() < end + 5:
             await asyncio.sleep(0.05)
+        await self.ctx.pool.close()
         await self.ctx.audit.close()
         await self.ctx.store.close()
 

@@ -128,6 +128,7 @@ class UpstreamPool:
         self.size = size
         self.max_idle = max_idle  # below common upstream idle timeouts (Postfix: 300 s)
         self._idle: list[_Idle] = []
+        self._closed = False
 
     def __len__(self) -> int:
         return len(self._idle)
@@ -148,7 +149,7 @@ class UpstreamPool:
 
     async def give(self, up: UpstreamSettings, client: aiosmtplib.SMTP, now: float, *, clean: bool) -> None:
         """Keep `client` for reuse; `clean=False` means a transaction may be open (RSET first)."""
-        if not client.is_connected or len(self._idle) >= self.size:
+        if self._closed or not client.is_connected or len(self._idle) >= self.size:
             await close_quietly(client)
             return
         if not clean:
@@ -160,6 +161,8 @@ class UpstreamPool:
         self._idle.append((now, up, client))
 
     async def close(self) -> None:
+        """Close what is idle; sessions given back later are closed at once."""
+        self._closed = True
         idle, self._idle = self._idle, []
         for _, _, client in idle:
             await close_quietly(client)

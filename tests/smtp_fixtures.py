@@ -44,6 +44,7 @@ class Upstream:
     refuse_rcpt: dict[str, str] = field(default_factory=dict)  # address -> reply
     data_reply: str | None = None  # e.g. "554 5.7.1 Spam"
     data_delay: float = 0.0
+    hangup_at_mail: int = 0  # hang up, without a reply, on the next N MAIL commands
     received: list[Received] = field(default_factory=list)
     rcpt_seen: list[str] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
@@ -61,6 +62,17 @@ class Upstream:
                 proto.transport.close()
 
     # aiosmtpd handler hooks
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.hangup_at_mail:
+            self.hangup_at_mail -= 1
+            server.transport.close()  # a server that timed the idle session out just now
+            return "421 4.4.2 gone"  # never reaches the client: the connection is closed
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 Ok"
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
