@@ -23,7 +23,7 @@ from typing import Any, AnyStr
 import aiosmtplib
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
-from . import policy
+from . import aiosmtpd_speedups, policy
 from .addresses import AddressError, RoutingRefused, address_key
 from .audit import AuditWriter
 from .config import Settings, UpstreamSettings
@@ -34,6 +34,7 @@ from .store import Event, Store, StoreError, utc_now
 from .upstream import UpstreamPool, UpstreamUnavailable, close_quietly, connect, describe, error_reply, reply_text
 
 log = logging.getLogger("smtpguard.relay")
+aiosmtpd_speedups.install()
 
 # What losing the upstream mid-command looks like from aiosmtplib.
 LOST = (

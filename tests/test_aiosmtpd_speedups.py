@@ -1,0 +1,52 @@
+"""The cached look-ups give aiosmtpd exactly what stock `inspect` gives it."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from pathlib import Path
+from typing import Any
+
+import aiosmtpd
+import aiosmtpd.smtp
+from aiosmtpd.smtp import SMTP
+
+from smtpguard import aiosmtpd_speedups
+from smtpguard.config import Settings, StoreSettings
+from smtpguard.relay import Guard, GuardSMTP, RelayContext
+
+from .smtp_fixtures import Upstream
+
+
+def shape(smtp: SMTP) -> tuple[Any, ...]:
+    auth = {name: (impl.method.__func__.__qualname__, impl.is_builtin) for name, impl in smtp._auth_methods.items()}
+    return auth, smtp._ehlo_hook_ver, sorted(smtp._handle_hooks), sorted(smtp._smtp_methods)
+
+
+async def test_same_result_as_stock_inspect() -> None:
+    assert aiosmtpd_speedups.install()  # the release it was checked against
+    loop = asyncio.get_running_loop()
+    ctx = RelayContext(settings=Settings(store=StoreSettings(Path("unused.db"))), store=None, audit=None)  # type: ignore[arg-type]
+    makers = [
+        lambda: GuardSMTP(Guard(ctx), ctx, loop=loop, hostname="h", auth_require_tls=False),
+        lambda: GuardSMTP(Guard(ctx), ctx, loop=loop, hostname="h", auth_exclude_mechanism=["LOGIN"]),
+        lambda: SMTP(Upstream(), loop=loop, hostname="h", authenticator=Upstream().authenticate),
+    ]
+    fast = [shape(make()) for make in makers]
+    shim = aiosmtpd.smtp.inspect  # type: ignore[attr-defined]
+    aiosmtpd.smtp.inspect = inspect  # type: ignore[attr-defined]
+    try:
+        stock = [shape(make()) for make in makers]
+    finally:
+        aiosmtpd.smtp.inspect = shim  # type: ignore[attr-defined]
+    assert fast == stock
+    assert fast[0][0] == {"PLAIN": ("Guard.auth_PLAIN", False), "LOGIN": ("Guard.auth_LOGIN", False)}
+    assert fast[2][0] == {"PLAIN": ("SMTP.auth_PLAIN", True), "LOGIN": ("SMTP.auth_LOGIN", True)}
+    assert fast[0][1] == "new"
+
+
+def test_other_releases_are_left_alone(monkeypatch: Any) -> None:
+    monkeypatch.setattr(aiosmtpd, "__version__", "1.5.0", raising=False)
+    shim = aiosmtpd.smtp.inspect  # type: ignore[attr-defined]
+    assert aiosmtpd_speedups.install() is False
+    assert aiosmtpd.smtp.inspect is shim  # type: ignore[attr-defined]
