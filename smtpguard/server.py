@@ -209,8 +209,9 @@ async def serve_forever(settings: Settings, *, config_path: Path | None = None, 
     # Always running: it idles without a folder, so a reload can set one.
     tasks.append(asyncio.create_task(watch_folder(relay.ctx), name="watch"))
     notify("READY=1", f"STATUS=listening on {', '.join(map(str, relay.endpoints))}")
-    log.info("smtpguard ready (mode %s, auth %s, upstream %s:%d)", settings.policy.mode,
-             settings.server.auth, settings.upstream.host, settings.upstream.port)
+    log.info("smtpguard ready (mode %s, auth %s, upstream %s:%d, list %s with %d entries)", settings.policy.mode,
+             settings.server.auth, settings.upstream.host, settings.upstream.port, settings.store.path,
+             await relay.ctx.store.count())
     await stop.wait()
     notify("STOPPING=1")
     log.info("stopping: finishing transactions in flight (up to %.0f s)", STOP_DEADLINE)

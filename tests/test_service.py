@@ -149,6 +149,7 @@ async def test_ready_reload_and_stop_notifications(tmp_path: Path, notifications
         assert code == 0, err
         assert "reload failed" in err and "unknown section [bogus]" in err
         assert "listeners re-bound" in err
+        assert f"list {tmp_path / 'list.db'} with 0 entries" in err  # the ready line says which list
     finally:
         if proc.returncode is None:
             proc.kill()

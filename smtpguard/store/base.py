@@ -118,6 +118,10 @@ class Store(Protocol):
         """The most specific active entry among `keys` (see addresses.lookup_keys)."""
         ...
 
+    async def count(self) -> int:
+        """How many entries the list holds (expired ones included)."""
+        ...
+
     def entries(
         self, source: str | None = None, search: str | None = None
     ) -> AsyncIterator[StoredEntry]: ...
