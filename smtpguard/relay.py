@@ -95,6 +95,7 @@ class GuardSMTP(SMTP):
         self.in_data = False  # a message is being handed to the upstream
         self.busy = 0  # a hook is running: its reply is not written yet
         self.ehlo_lines = 0  # lines of an EHLO reply still to be pushed as they are
+        self._ehlo_reply: list[str] = []
         self._lifetime: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -177,8 +178,14 @@ class GuardSMTP(SMTP):
             # "something went wrong" instead of the 5xx meant for it. Show such
             # bytes as \xNN instead.
             status = status.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        if self.ehlo_lines:
-            self.ehlo_lines -= 1  # EHLO keyword lines carry no status code
+        if self.ehlo_lines and isinstance(status, str):
+            # EHLO keyword lines carry no status code; aiosmtpd pushes them one
+            # write (one send()) each: gather them into one.
+            self.ehlo_lines -= 1
+            self._ehlo_reply.append(status)
+            if self.ehlo_lines:
+                return
+            status, self._ehlo_reply = "\r\n".join(self._ehlo_reply), []
         elif isinstance(status, str) and self.session is not None and self.session.extended_smtp:
             status = with_enhanced_code(status)  # we advertise ENHANCEDSTATUSCODES
         await super().push(status)
