@@ -144,7 +144,7 @@ class GuardSMTP(SMTP):
         if up is not None:
             if self.upstream_key is not None and clean and self.ctx.accepting:
                 # The client just hung up without QUIT: the session is still good.
-                asyncio.ensure_future(self.ctx.pool.give(self.upstream_key, up, self.loop.time(), clean=True))
+                self.ctx.pool.give_soon(self.upstream_key, up, self.loop.time())
             else:
                 up.close()
         super().connection_lost(error)

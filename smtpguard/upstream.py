@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Callable
 
@@ -129,6 +130,7 @@ class UpstreamPool:
         self.max_idle = max_idle  # below common upstream idle timeouts (Postfix: 300 s)
         self._idle: list[_Idle] = []
         self._closed = False
+        self._pending: set[asyncio.Task[None]] = set()  # asyncio keeps only weak references
 
     def __len__(self) -> int:
         return len(self._idle)
@@ -159,6 +161,12 @@ class UpstreamPool:
                 client.close()
                 return
         self._idle.append((now, up, client))
+
+    def give_soon(self, up: UpstreamSettings, client: aiosmtplib.SMTP, now: float) -> None:
+        """`give` a clean session from code that cannot await (a connection_lost callback)."""
+        task = asyncio.ensure_future(self.give(up, client, now, clean=True))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def close(self) -> None:
         """Close what is idle; sessions given back later are closed at once."""
