@@ -53,6 +53,7 @@ DbOpt = Annotated[
     typer.Option("--db", help="Store file, overrides [store] path [env: SMTPGUARD_DB]", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+ExpiresOpt = Annotated[str | None, typer.Option(help="YYYY-MM-DD: the entries stop blocking that day.")]
 
 
 class Failure(Exception):
@@ -173,7 +174,7 @@ def import_(
     ] = None,
     reason: Annotated[str, typer.Option(help="Why these addresses are suppressed.")] = "unsubscribed",
     column: Annotated[str | None, typer.Option(help="Header of the address column, when not detected.")] = None,
-    expires: Annotated[str | None, typer.Option(help="YYYY-MM-DD: the entries stop blocking that day.")] = None,
+    expires: ExpiresOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and count, change nothing.")] = False,
     rejects: Annotated[
         Path | None, typer.Option(help="Write the rows not imported, with line number and reason, to this CSV.")
@@ -234,7 +235,7 @@ def add(
     ],
     reason: Annotated[str, typer.Option(help="Why they are suppressed.")] = "added by hand",
     source: Annotated[str, typer.Option(help="Where they come from.")] = "manual",
-    expires: Annotated[str | None, typer.Option(help="YYYY-MM-DD: the entries stop blocking that day.")] = None,
+    expires: ExpiresOpt = None,
     json_: JsonOpt = False,
     config_path: ConfigOpt = None,
     db: DbOpt = None,

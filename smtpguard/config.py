@@ -10,7 +10,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -304,8 +304,3 @@ def load(config: Path | None = None, db: Path | None = None) -> Settings:
     if db_path is not None:
         settings = replace(settings, store=StoreSettings(db_path))
     return settings
-
-
-def section_fields(section: str) -> list[str]:
-    """Key names of one section, for help texts and docs."""
-    return [f.name for f in fields(_SECTION_TYPES[section])]

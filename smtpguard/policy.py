@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .addresses import MatchRules, address_key, lookup_keys, recipient_key
-from .config import PolicyMode
 from .store import Store, StoredEntry
 
 
@@ -72,25 +71,25 @@ def recipient_refusal(s: Suppressed, lang: str) -> str:
 def message_refusal(suppressed: Sequence[Suppressed], lang: str) -> str:
     """One multi-line 550 listing every suppressed recipient (mode "reject-message")."""
     if lang == "fr":
-        head = "Message non envoyé : ces destinataires sont sur la liste d'exclusion"
-        tail = "Retirez-les puis renvoyez ; personne n'a reçu ce message."
+        head = "Message non envoyé : ces destinataires sont sur la liste d'exclusion :"
+        tail = ["Retirez-les puis renvoyez ; personne n'a reçu ce message."]
     else:
-        head = "Message not sent: these recipients are on the do-not-contact list"
-        tail = "Remove them and send again; nobody received this message."
-    lines = [head + ":"]
-    lines += [f"{s.address}: {_why(s, lang)}" for s in suppressed]
-    lines.append(tail)
-    return multiline(550, "5.7.1", lines)
+        head = "Message not sent: these recipients are on the do-not-contact list:"
+        tail = ["Remove them and send again; nobody received this message."]
+    return _listing(head, suppressed, lang, tail)
 
 
 def all_stripped(suppressed: Sequence[Suppressed], lang: str) -> str:
     """550 at DATA in strip mode when no recipient is left."""
     if lang == "fr":
-        lines = ["Message non envoyé : tous les destinataires sont sur la liste d'exclusion"]
-        lines += [f"{s.address}: {_why(s, lang)}" for s in suppressed]
+        head = "Message non envoyé : tous les destinataires sont sur la liste d'exclusion"
     else:
-        lines = ["Message not sent: every recipient is on the do-not-contact list"]
-        lines += [f"{s.address}: {_why(s, lang)}" for s in suppressed]
+        head = "Message not sent: every recipient is on the do-not-contact list"
+    return _listing(head, suppressed, lang)
+
+
+def _listing(head: str, suppressed: Sequence[Suppressed], lang: str, tail: Sequence[str] = ()) -> str:
+    lines = [head, *(f"{s.address}: {_why(s, lang)}" for s in suppressed), *tail]
     return multiline(550, "5.7.1", lines)
 
 
@@ -120,11 +119,6 @@ def multiline(code: int, enhanced: str, lines: Sequence[str]) -> str:
     out = [f"{code}-{enhanced} {line}" for line in lines[:-1]]
     out.append(f"{code} {enhanced} {lines[-1]}")
     return "\r\n".join(out)
-
-
-def verdict_for(mode: PolicyMode) -> str:
-    """What a suppressed RCPT gets in each mode: refused now, held, stripped or relayed."""
-    return {"reject": "refuse", "reject-message": "hold", "strip": "strip", "monitor": "relay"}[mode]
 
 
 # Fixed replies, worded for a person reading an error dialog.

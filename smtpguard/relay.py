@@ -536,14 +536,12 @@ class Guard:
         if txn.held and mode == "reject-message":
             txn.events += [("rejected", s) for s in txn.held]
             await self._rset_upstream(server)
-            self._log_message(server, txn, "refused", len(content), message_id)
-            self.end_transaction(server, message_id)
+            self._finish(server, txn, "refused", len(content), message_id)
             return policy.message_refusal(txn.held, self.lang)
         if not txn.relayed or up is None:
             txn.events += [("stripped", s) for s in txn.held]
             await self._rset_upstream(server)
-            self._log_message(server, txn, "refused", len(content), message_id)
-            self.end_transaction(server, message_id)
+            self._finish(server, txn, "refused", len(content), message_id)
             return policy.all_stripped(txn.held, self.lang)
         if txn.held and settings.policy.rewrite_headers:
             held_keys = {address_key(s.address, settings.matching, strict=False) for s in txn.held}
@@ -558,22 +556,19 @@ class Guard:
             r = await up.data(content, timeout=timeout)
         except aiosmtplib.SMTPResponseException as exc:
             await self._rset_upstream(server)
-            self._log_message(server, txn, f"upstream {exc.code}", len(content), message_id)
-            self.end_transaction(server, message_id)
+            self._finish(server, txn, f"upstream {exc.code}", len(content), message_id)
             return error_reply(exc)
         except LOST as exc:
             await self._drop_upstream(server, describe(exc))
-            self._log_message(server, txn, "upstream lost", len(content), message_id)
-            self.end_transaction(server, message_id)
+            self._finish(server, txn, "upstream lost", len(content), message_id)
             return text(self.lang, "upstream_lost")
         finally:
             server.in_data = False
             server.set_data_deadline(None)
         txn.events += [("stripped", s) for s in txn.held]
-        self._log_message(server, txn, f"relayed {r.code}", len(content), message_id)
         if txn.held and settings.policy.notify_sender and txn.sender:
             await self._notify(server, txn, content)
-        self.end_transaction(server, message_id)
+        self._finish(server, txn, f"relayed {r.code}", len(content), message_id)
         return reply_text(r.code, r.message)
 
     async def _notify(self, server: GuardSMTP, txn: Transaction, content: bytes) -> None:
@@ -609,15 +604,16 @@ class Guard:
         except LOST as exc:
             await self._drop_upstream(server, describe(exc))
 
-    def _log_message(
-        self, server: GuardSMTP, txn: Transaction, outcome: str, size: int, message_id: str
-    ) -> None:
+    def _finish(self, server: GuardSMTP, txn: Transaction, outcome: str, size: int, message_id: str) -> None:
+        """The message's one log line, then its audit events. Call it last before
+        returning the reply: a graceful stop treats `txn is None` as "reply written"."""
         log.info(
             "session=%d message from=<%s> relayed=%d held=%d size=%d outcome=%s"
             " message_id=%s user=%s client=%s",
             server.sid, txn.sender, len(txn.relayed), len(txn.held), size, outcome,
             message_id or "-", server.user or "-", server.client_ip,
         )
+        self.end_transaction(server, message_id)
 
     async def handle_RSET(self, server: GuardSMTP, session: Session, envelope: Envelope) -> str:
         if server.txn is not None:
