@@ -33,17 +33,87 @@ MAX_RATIO = 3.0
 MAX_RSS_MB = 300.0
 ROOT = Path(__file__).resolve().parent.parent
 
-FIRST = ["Jean", "Marie", "Pierre", "Sophie", "Luc", "Camille", "Hélène", "François", "Zoé", "Thomas",
-         "Léa", "Nicolas", "Chloé", "Mathieu", "Inès", "Julien", "Élodie", "Antoine", "Manon", "Céline"]
-LAST = ["Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand", "Leroy",
-        "Moreau", "Simon", "Laurent", "Lefèvre", "Michel", "Garcia", "Müller", "N'Diaye", "Da Silva"]
-COMPANIES = ["ACME", "Dupont & Fils", "Boulangerie Martin, SARL", "Transports Leroy", "Cabinet Moreau",
-             "Société Générale de Conseil", "Bücher GmbH", "Atelier Petit", "Groupe Simon", "Nexity"]
-FREEMAIL = ["gmail.com", "hotmail.fr", "hotmail.com", "orange.fr", "wanadoo.fr", "free.fr", "yahoo.fr",
-            "laposte.net", "outlook.fr", "sfr.fr", "googlemail.com", "icloud.com"]
+FIRST = [
+    "Jean",
+    "Marie",
+    "Pierre",
+    "Sophie",
+    "Luc",
+    "Camille",
+    "Hélène",
+    "François",
+    "Zoé",
+    "Thomas",
+    "Léa",
+    "Nicolas",
+    "Chloé",
+    "Mathieu",
+    "Inès",
+    "Julien",
+    "Élodie",
+    "Antoine",
+    "Manon",
+    "Céline",
+]
+LAST = [
+    "Martin",
+    "Bernard",
+    "Dubois",
+    "Thomas",
+    "Robert",
+    "Richard",
+    "Petit",
+    "Durand",
+    "Leroy",
+    "Moreau",
+    "Simon",
+    "Laurent",
+    "Lefèvre",
+    "Michel",
+    "Garcia",
+    "Müller",
+    "N'Diaye",
+    "Da Silva",
+]
+COMPANIES = [
+    "ACME",
+    "Dupont & Fils",
+    "Boulangerie Martin, SARL",
+    "Transports Leroy",
+    "Cabinet Moreau",
+    "Société Générale de Conseil",
+    "Bücher GmbH",
+    "Atelier Petit",
+    "Groupe Simon",
+    "Nexity",
+]
+FREEMAIL = [
+    "gmail.com",
+    "hotmail.fr",
+    "hotmail.com",
+    "orange.fr",
+    "wanadoo.fr",
+    "free.fr",
+    "yahoo.fr",
+    "laposte.net",
+    "outlook.fr",
+    "sfr.fr",
+    "googlemail.com",
+    "icloud.com",
+]
 IDN = ["bücher.de", "société.fr", "café-crème.fr", "müller.ch"]
-INVALID = ["jean.dupont@", "marie martin@orange.fr", "pierre(at)gmail.com", "", "n/a",
-           "luc@@free.fr", "sophie@gmail", "camille.dubois@.fr", "@wanadoo.fr", "thomas@exa_mple.com"]
+INVALID = [
+    "jean.dupont@",
+    "marie martin@orange.fr",
+    "pierre(at)gmail.com",
+    "",
+    "n/a",
+    "luc@@free.fr",
+    "sophie@gmail",
+    "camille.dubois@.fr",
+    "@wanadoo.fr",
+    "thomas@exa_mple.com",
+]
 HEADER = "Prénom;Nom;Société;Adresse e-mail;Date de désinscription"
 
 
@@ -110,9 +180,9 @@ print(con.execute("SELECT count(*) FROM t").fetchone()[0])
 INPROCESS = r"""
 import asyncio, json, sys
 from pathlib import Path
-from smtpguard.addresses import MatchRules
-from smtpguard.importers import FileStats, iter_entries
-from smtpguard.store import open_store, utc_now
+from smtpguard.suppression.addresses import MatchRules
+from smtpguard.suppression.formats import FileStats, iter_entries
+from smtpguard.suppression.store import open_store, utc_now
 
 async def main(src, db):
     rules = MatchRules()

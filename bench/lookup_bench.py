@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 
 from smtpguard import config
-from smtpguard.addresses import MatchRules, address_key, lookup_keys
-from smtpguard.policy import check_address
-from smtpguard.store import EntryRow, SQLiteStore, open_store
+from smtpguard.suppression.addresses import MatchRules, address_key, lookup_keys
+from smtpguard.suppression.store import EntryRow, SQLiteStore, open_store
+from smtpguard.suppression.verdict import check_address
 
 RULES = MatchRules()
 ADDED = "2024-01-01T00:00:00+00:00"
@@ -55,8 +55,7 @@ def rows(size: int) -> list[EntryRow]:
         for j in range(domains)
     ]
     out += (
-        EntryRow(a, "address", a, "bench", "unsubscribed", ADDED, None)
-        for a in map(address, range(size - domains))
+        EntryRow(a, "address", a, "bench", "unsubscribed", ADDED, None) for a in map(address, range(size - domains))
     )
     return out
 
@@ -153,17 +152,11 @@ def cli_wall_ms(path: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--sizes", default="1000,1000000", help="comma-separated list sizes (default %(default)s)"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,1000000", help="comma-separated list sizes (default %(default)s)")
     parser.add_argument("--lookups", type=int, default=20000, help="timed lookups per size")
     parser.add_argument("--dir", type=Path, help="where to build the stores (default: a temp dir, removed)")
-    parser.add_argument(
-        "--no-cli", action="store_true", help="skip the whole-process `smtpguard check` timing"
-    )
+    parser.add_argument("--no-cli", action="store_true", help="skip the whole-process `smtpguard check` timing")
     args = parser.parse_args()
     sizes = sorted(int(s.replace("_", "")) for s in args.sizes.split(","))
 

@@ -58,8 +58,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # tests.interop.mta: the private Postfix of the interop suite
 
-from smtpguard.addresses import MatchRules, address_key  # noqa: E402
-from smtpguard.store import EntryRow, open_store  # noqa: E402
+from smtpguard.suppression.addresses import MatchRules, address_key  # noqa: E402
+from smtpguard.suppression.store import EntryRow, open_store  # noqa: E402
 from tests.interop.mta import (  # noqa: E402
     LOOPBACK,
     POSTFIX,
@@ -281,8 +281,13 @@ def build_postfix_table(table: Path, entries: int, etc: Path) -> None:
         fh.write("".join(chunk))
     tmp_db = Path(f"{table}.db.building")
     db.unlink(missing_ok=True)
-    subprocess.run([POSTMAP, "-c", str(etc), f"hash:{table}"], check=True, stdin=subprocess.DEVNULL,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        [POSTMAP, "-c", str(etc), f"hash:{table}"],
+        check=True,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=600,
+    )
     db.rename(tmp_db)  # only a finished postmap counts as cached
     tmp_db.rename(db)
     print(f"built Postfix table {db} ({entries:,} entries) in {time.perf_counter() - t:.1f} s", flush=True)
@@ -378,8 +383,25 @@ def smtp_source(args: argparse.Namespace, port: int, messages: int, log: Path) -
     """Run the load; (wall seconds, client CPU seconds, exit status)."""
     tool = which("smtp-source")
     assert tool is not None
-    argv = [tool, "-A", "-N", "-c", "-s", str(args.sessions), "-m", str(messages), "-r", str(args.recipients),
-            "-l", str(args.size), "-f", SENDER, "-t", RCPT_BASE, f"{LOOPBACK}:{port}"]
+    argv = [
+        tool,
+        "-A",
+        "-N",
+        "-c",
+        "-s",
+        str(args.sessions),
+        "-m",
+        str(messages),
+        "-r",
+        str(args.recipients),
+        "-l",
+        str(args.size),
+        "-f",
+        SENDER,
+        "-t",
+        RCPT_BASE,
+        f"{LOOPBACK}:{port}",
+    ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with log.open("ab") as out:
         t = time.perf_counter()
@@ -409,8 +431,11 @@ def measure(args: argparse.Namespace, target: Target, sink: Sink, messages: int,
         problems.append(f"smtp-source exited {rc} (see {work}/source-{target.name}.log)")
     if target.filtered and got.leaked:
         problems.append(f"{len(got.leaked)} suppressed recipients reached the sink, e.g. {got.leaked[:3]}")
-    missing = [n for n in range(1, total + 1) if n not in got.numbers and not (target.filtered and
-                                                                                is_suppressed(n, args.entries))]
+    missing = [
+        n
+        for n in range(1, total + 1)
+        if n not in got.numbers and not (target.filtered and is_suppressed(n, args.entries))
+    ]
     if missing:
         problems.append(f"{len(missing)} deliverable recipients never reached the sink, e.g. {missing[:5]}")
     if got.rcpts != total - suppressed:
@@ -441,11 +466,15 @@ def report(targets: list[Target], runs: dict[str, list[Run]], args: argparse.Nam
     total = args.messages * args.recipients
     suppressed = sum(1 for n in range(1, total + 1) if is_suppressed(n, args.entries))
     print()
-    print(f"load: {args.messages:,} messages x {args.recipients} recipients, {args.size:,} bytes, "
-          f"{args.sessions} sessions, a new connection per message; list {args.entries:,} entries, "
-          f"{suppressed:,} of {total:,} recipients ({100 * suppressed / total:.1f}%) suppressed")
-    print(f"{'':<22} {'msg/s':>8} {'wall s':>7} {'msgs':>6} {'rcpts':>7} {'leaked':>6}"
-          f"  CPU ms/msg: {'server':>7} {'sink':>6} {'client':>6}")
+    print(
+        f"load: {args.messages:,} messages x {args.recipients} recipients, {args.size:,} bytes, "
+        f"{args.sessions} sessions, a new connection per message; list {args.entries:,} entries, "
+        f"{suppressed:,} of {total:,} recipients ({100 * suppressed / total:.1f}%) suppressed"
+    )
+    print(
+        f"{'':<22} {'msg/s':>8} {'wall s':>7} {'msgs':>6} {'rcpts':>7} {'leaked':>6}"
+        f"  CPU ms/msg: {'server':>7} {'sink':>6} {'client':>6}"
+    )
     best: dict[str, Run] = {}
     for t in targets:
         for i, r in enumerate(runs[t.name]):
@@ -453,9 +482,11 @@ def report(targets: list[Target], runs: dict[str, list[Run]], args: argparse.Nam
             label = t.name if len(runs[t.name]) == 1 else f"{t.name} #{i + 1}"
             server = f"{1000 * r.server_cpu / msgs:>7.3f}" if t.server_cpu is not zero_cpu else f"{'-':>7}"
             leaked = f"{len(r.received.leaked):>6}" if t.filtered else f"{'-':>6}"
-            print(f"{label:<22} {r.rate:>8,.0f} {r.seconds:>7.2f} {r.received.messages:>6,} "
-                  f"{r.received.rcpts:>7,} {leaked}              {server} "
-                  f"{1000 * r.sink_cpu / msgs:>6.3f} {1000 * r.client_cpu / msgs:>6.3f}")
+            print(
+                f"{label:<22} {r.rate:>8,.0f} {r.seconds:>7.2f} {r.received.messages:>6,} "
+                f"{r.received.rcpts:>7,} {leaked}              {server} "
+                f"{1000 * r.sink_cpu / msgs:>6.3f} {1000 * r.client_cpu / msgs:>6.3f}"
+            )
         best[t.name] = max(runs[t.name], key=lambda r: r.rate)
     print("ratios (best): " + ratios(best))
     if args.repeat > 1:
@@ -554,8 +585,12 @@ def main() -> int:
         port = free_port()
         write_config(cfg, port, sink.port, db)
         with (work / "smtpguard.log").open("ab") as log:
-            relay = subprocess.Popen([*smtpguard_command(), "serve", "--config", str(cfg)],
-                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            relay = subprocess.Popen(
+                [*smtpguard_command(), "serve", "--config", str(cfg)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         proc = relay
         wait_port(port, lambda: proc.poll() is None, "smtpguard serve")
         targets.append(Target("smtpguard", port, lambda: process_cpu(proc.pid), filtered=True))

@@ -1,3 +1,3 @@
-from .cli import main
+from smtpguard.cli import main
 
 main()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from .addresses import MatchRules
+from smtpguard.suppression.addresses import MatchRules
 
 DEFAULT_CONFIG = Path("/etc/smtpguard/smtpguard.toml")
 DEFAULT_DB = Path("/var/lib/smtpguard/smtpguard.db")
@@ -247,15 +247,11 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Setting
         for key, raw in table.items():
             spec = SCHEMA[name].get(key)
             if spec is None:
-                raise ConfigError(
-                    f"{where}unknown key [{name}] {key} (known: {', '.join(SCHEMA[name])})"
-                )
+                raise ConfigError(f"{where}unknown key [{name}] {key} (known: {', '.join(SCHEMA[name])})")
             expected, parser = spec
             # bool is an int in Python; TOML keeps them apart, so do we.
             if not isinstance(raw, expected) or (isinstance(raw, bool) and expected is not bool):
-                raise ConfigError(
-                    f"{where}[{name}] {key} must be {_type_name(expected)}, got {raw!r}"
-                )
+                raise ConfigError(f"{where}[{name}] {key} must be {_type_name(expected)}, got {raw!r}")
             try:
                 values[key] = parser(raw) if parser else raw
             except ValueError as exc:

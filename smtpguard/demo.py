@@ -19,11 +19,11 @@ from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from .addresses import MatchRules
-from .config import Endpoint, PolicySettings, ServerSettings, Settings, StoreSettings, UpstreamSettings
-from .importing import import_file
-from .server import Relay
-from .store import open_store
+from smtpguard.config import Endpoint, PolicySettings, ServerSettings, Settings, StoreSettings, UpstreamSettings
+from smtpguard.runtime.server import Relay
+from smtpguard.suppression.addresses import MatchRules
+from smtpguard.suppression.ingest import import_file
+from smtpguard.suppression.store import open_store
 
 log = logging.getLogger("smtpguard.demo")
 
@@ -59,8 +59,9 @@ async def start_mail_folder(folder: Path) -> tuple[asyncio.Server, int]:
     handler = MailFolder(folder)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: SMTP(handler, loop=loop, hostname="demo-upstream.localhost", ident="demo upstream",
-                     enable_SMTPUTF8=True),
+        lambda: SMTP(
+            handler, loop=loop, hostname="demo-upstream.localhost", ident="demo upstream", enable_SMTPUTF8=True
+        ),
         "127.0.0.1",
         0,
     )
@@ -104,7 +105,7 @@ Try it from another terminal (copy and paste):
      {exe} send --server 127.0.0.1:{port} --from {SENDER} --to {REFUSED}
 
   3. look at the result — the delivered mail and the audit log of refusals:
-     ls -l {mail}/ && {exe} log --db {shlex.quote(str(folder / 'list.db'))}
+     ls -l {mail}/ && {exe} log --db {shlex.quote(str(folder / "list.db"))}
 
 Point a mail program at 127.0.0.1:{port} (no password) to try it by hand. Ctrl-C stops the demo.
 """

@@ -36,9 +36,7 @@ def verify_password(password: str | bytes, stored: str) -> bool:
             return False
         expected = base64.b64decode(digest)
         secret = password if isinstance(password, bytes) else password.encode("utf-8")
-        actual = hashlib.scrypt(
-            secret, salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected)
-        )
+        actual = hashlib.scrypt(secret, salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected))
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(actual, expected)

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from smtpguard.addresses import MatchRules, parse_entry
-from smtpguard.server import Relay
-from smtpguard.store import EntryRow, open_store
+from smtpguard.runtime.server import Relay
+from smtpguard.suppression.addresses import MatchRules, parse_entry
+from smtpguard.suppression.store import EntryRow, open_store
 
 from .smtp_fixtures import Certs, Upstream, relay_settings, start_upstream
 

@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 
 import aiosmtplib
 
-from smtpguard.addresses import MatchRules
-from smtpguard.server import Relay
-from smtpguard.store import Event, open_store
+from smtpguard.runtime.server import Relay
+from smtpguard.suppression.addresses import MatchRules
+from smtpguard.suppression.store import Event, open_store
 
 from .conftest import add_entries
 from .smtp_fixtures import Certs, Upstream, relay_settings
@@ -32,9 +32,7 @@ T = TypeVar("T")
 SENDER = "alice@corp.example"
 
 
-def message(
-    to: str = "bob@ok.example", cc: str = "", subject: str = "Quarterly offer", mid: str = "m1"
-) -> bytes:
+def message(to: str = "bob@ok.example", cc: str = "", subject: str = "Quarterly offer", mid: str = "m1") -> bytes:
     lines = [f"From: Alice <{SENDER}>", f"To: {to}"]
     if cc:
         lines.append(f"Cc: {cc}")

@@ -16,7 +16,6 @@ from typing import Any
 import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from smtpguard.addresses import MatchRules
 from smtpguard.config import (
     Endpoint,
     PolicySettings,
@@ -25,7 +24,8 @@ from smtpguard.config import (
     StoreSettings,
     UpstreamSettings,
 )
-from smtpguard.server import Relay
+from smtpguard.runtime.server import Relay
+from smtpguard.suppression.addresses import MatchRules
 
 
 @dataclass
@@ -97,9 +97,7 @@ class Upstream:
         )
         return f"250 2.0.0 Ok: queued as Q{len(self.received)}"
 
-    def authenticate(
-        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
-    ) -> AuthResult:
+    def authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
         login = data.login.decode()
         if self.users.get(login) == data.password.decode():
             self.logins.append(login)
@@ -173,9 +171,7 @@ async def start_upstream(up: Upstream, certs: Certs, security: str = "starttls")
 def relay_settings(tmp: Path, up: Upstream, certs: Certs, **sections: dict[str, Any]) -> Settings:
     """Settings for a relay on 127.0.0.1:<free port> in front of `up`."""
     server = ServerSettings(listen=Endpoint("127.0.0.1", 0), hostname="relay.test", timeout=30)
-    upstream = UpstreamSettings(
-        host="localhost", port=up.port, security="starttls", ca_file=certs.ca_file, timeout=10
-    )
+    upstream = UpstreamSettings(host="localhost", port=up.port, security="starttls", ca_file=certs.ca_file, timeout=10)
     s = Settings(
         server=server,
         upstream=upstream,

@@ -9,7 +9,7 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from smtpguard.addresses import (
+from smtpguard.suppression.addresses import (
     AddressError,
     MatchRules,
     RoutingRefused,
@@ -283,13 +283,9 @@ _good_label = st.one_of(
     st.sampled_from(_GOOD_LABELS), st.from_regex(r"[a-z0-9](?:[a-zA-Z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
 )
 _bad_label = st.one_of(st.sampled_from(_BAD_LABELS), st.integers(58, 66).map(lambda n: "q" * n))
-_good_local = st.from_regex(
-    r"[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]{1,12}(?:\.[a-zA-Z0-9_+-]{1,8}){0,3}", fullmatch=True
-)
+_good_local = st.from_regex(r"[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]{1,12}(?:\.[a-zA-Z0-9_+-]{1,8}){0,3}", fullmatch=True)
 _bad_local = st.one_of(
-    st.sampled_from(
-        ["info", "Postmaster", "SALES", "a..b", ".a", "a.", '"a"', '"a b"', "a b", "a\\b", "a@b"]
-    ),
+    st.sampled_from(["info", "Postmaster", "SALES", "a..b", ".a", "a.", '"a"', '"a b"', "a b", "a\\b", "a@b"]),
     st.integers(60, 70).map(lambda n: "l" * n),
     st.text(_ATEXT + '.@"( )[]:;<>,\\', max_size=6),
 )
@@ -321,9 +317,7 @@ def plausible_addresses(draw: st.DrawFn) -> str:
 
 def _validator(address: str) -> tuple[str, str] | None:
     try:
-        info = validate_email(
-            address, check_deliverability=False, allow_smtputf8=True, allow_quoted_local=True
-        )
+        info = validate_email(address, check_deliverability=False, allow_smtputf8=True, allow_quoted_local=True)
     except EmailNotValidError:
         return None
     return info.local_part, info.ascii_domain
@@ -393,9 +387,7 @@ _DOMAINS = st.sampled_from(
 @st.composite
 def unicode_addresses(draw: st.DrawFn, plus: bool = True) -> tuple[str, str]:
     words = draw(
-        st.lists(
-            st.text(_LOCAL_CHARS.filter(lambda c: c != "."), min_size=1, max_size=6), min_size=1, max_size=3
-        )
+        st.lists(st.text(_LOCAL_CHARS.filter(lambda c: c != "."), min_size=1, max_size=6), min_size=1, max_size=3)
     )
     local = ".".join(words)
     if plus and draw(st.booleans()):
@@ -436,9 +428,7 @@ def test_address_key_ignores_case(parts: tuple[str, str], rules: MatchRules, cha
 @given(unicode_addresses(), _ALL_RULES, st.sampled_from(["NFC", "NFD", "NFKC", "NFKD"]))
 @example(("José", "example.com"), MatchRules(), "NFD")
 @example(("ｊｏｈｎ", "example.com"), MatchRules(), "NFKC")
-def test_address_key_ignores_unicode_normal_form(
-    parts: tuple[str, str], rules: MatchRules, form: str
-) -> None:
+def test_address_key_ignores_unicode_normal_form(parts: tuple[str, str], rules: MatchRules, form: str) -> None:
     local, domain = parts
     variant = unicodedata.normalize(form, local)  # type: ignore[arg-type]
     assert address_key(f"{variant}@{domain}", rules) == address_key(f"{local}@{domain}", rules)

@@ -11,9 +11,9 @@ import aiosmtpd
 import aiosmtpd.smtp
 from aiosmtpd.smtp import SMTP
 
-from smtpguard import aiosmtpd_speedups
 from smtpguard.config import Settings, StoreSettings
-from smtpguard.relay import Guard, GuardSMTP, RelayContext
+from smtpguard.smtp import speedups as aiosmtpd_speedups
+from smtpguard.smtp.relay import Guard, GuardSMTP, RelayContext
 
 from .smtp_fixtures import Upstream
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from smtpguard.addresses import MatchRules
 from smtpguard.passwords import verify_password
-from smtpguard.store import Event, open_store
+from smtpguard.suppression.addresses import MatchRules
+from smtpguard.suppression.store import Event, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,10 +106,28 @@ async def test_stats_and_log(db: Path) -> None:
     store = await open_store(db, MatchRules())
     await store.record_events(
         [
-            Event("2026-11-20T10:00:00+00:00", "rejected", "me@corp.example", "a@x.example", "a@x.example",
-                  "lemlist", "127.0.0.1", "alice", "<m1@corp>"),
-            Event("2026-11-21T10:00:00+00:00", "stripped", "you@corp.example", "z@y.example", "@y.example",
-                  "hubspot", "127.0.0.1", "bob", "<m2@corp>"),
+            Event(
+                "2026-11-20T10:00:00+00:00",
+                "rejected",
+                "me@corp.example",
+                "a@x.example",
+                "a@x.example",
+                "lemlist",
+                "127.0.0.1",
+                "alice",
+                "<m1@corp>",
+            ),
+            Event(
+                "2026-11-21T10:00:00+00:00",
+                "stripped",
+                "you@corp.example",
+                "z@y.example",
+                "@y.example",
+                "hubspot",
+                "127.0.0.1",
+                "bob",
+                "<m2@corp>",
+            ),
         ]
     )
     await store.close()
@@ -248,7 +266,11 @@ def test_ctrl_c_during_a_big_import_stops_at_once_and_changes_nothing(db: Path, 
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPGUARD_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "smtpguard", "import", str(big), "--db", str(db)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT), env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=str(ROOT),
+        env=env,
     )
     time.sleep(1.5)  # start-up, then well inside the ~3 s import
     assert proc.poll() is None

@@ -7,7 +7,7 @@ import pytest
 
 from smtpguard import config
 from smtpguard.config import ConfigError, Endpoint, parse_endpoint
-from smtpguard.safety import relay_problems
+from smtpguard.runtime.safety import relay_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 

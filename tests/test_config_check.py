@@ -12,8 +12,16 @@ from .test_service import ROOT, free_port
 
 async def config_check(cfg: Path) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "smtpguard", "config", "check", "--config", str(cfg), cwd=str(ROOT),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "smtpguard",
+        "config",
+        "check",
+        "--config",
+        str(cfg),
+        cwd=str(ROOT),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
@@ -28,7 +36,9 @@ def write(tmp: Path, body: str) -> Path:
 
 async def test_reachable_upstream_with_tls_and_login(tmp_path: Path, upstream: Upstream, certs: Certs) -> None:
     (tmp_path / "pw").write_text("relaypw\n")
-    cfg = write(tmp_path, f"""
+    cfg = write(
+        tmp_path,
+        f"""
 [server]
 auth = "none"
 [upstream]
@@ -37,8 +47,9 @@ port = {upstream.port}
 security = "starttls"
 ca_file = "{certs.ca_file}"
 username = "relay"
-password_file = "{tmp_path / 'pw'}"
-""")
+password_file = "{tmp_path / "pw"}"
+""",
+    )
     code, out, err = await config_check(cfg)
     assert code == 0, out + err
     assert f"configuration: {cfg}: valid" in out
@@ -47,7 +58,9 @@ password_file = "{tmp_path / 'pw'}"
 
 async def test_wrong_password_and_unreachable_upstream(tmp_path: Path, upstream: Upstream, certs: Certs) -> None:
     (tmp_path / "pw").write_text("wrong\n")
-    cfg = write(tmp_path, f"""
+    cfg = write(
+        tmp_path,
+        f"""
 [server]
 auth = "local"
 [upstream]
@@ -55,8 +68,9 @@ host = "localhost"
 port = {upstream.port}
 ca_file = "{certs.ca_file}"
 username = "relay"
-password_file = "{tmp_path / 'pw'}"
-""")
+password_file = "{tmp_path / "pw"}"
+""",
+    )
     code, out, _ = await config_check(cfg)
     assert code == 1 and "login as relay: FAILED: 535" in out
 
@@ -72,7 +86,10 @@ async def test_untrusted_certificate_is_reported(tmp_path: Path, upstream: Upstr
 
 
 async def test_unsafe_configuration_is_refused(tmp_path: Path) -> None:
-    cfg = write(tmp_path, "[server]\nauth = 'none'\ntrusted_networks = ['0.0.0.0/0']\n"
-                          f"[upstream]\nhost = '127.0.0.1'\nport = {free_port()}\nsecurity = 'none'\n")
+    cfg = write(
+        tmp_path,
+        "[server]\nauth = 'none'\ntrusted_networks = ['0.0.0.0/0']\n"
+        f"[upstream]\nhost = '127.0.0.1'\nport = {free_port()}\nsecurity = 'none'\n",
+    )
     code, out, _ = await config_check(cfg)
     assert code == 1 and "refused: " in out and "would relay mail for anyone" in out

@@ -13,8 +13,17 @@ ROOT = Path(__file__).resolve().parent.parent
 async def test_demo_prints_commands_that_work(tmp_path: Path) -> None:
     folder = tmp_path / "demo"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "smtpguard", "demo", "--folder", str(folder), "--port", "0",
-        cwd=str(ROOT), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "smtpguard",
+        "demo",
+        "--folder",
+        str(folder),
+        "--port",
+        "0",
+        cwd=str(ROOT),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None
@@ -31,7 +40,13 @@ async def test_demo_prints_commands_that_work(tmp_path: Path) -> None:
         refused = await asyncio.to_thread(subprocess.run, commands[1], shell=True, capture_output=True, text=True)
         assert refused.returncode == 1
         assert "550 5.7.1 Not sent to jane.doe@example.com" in refused.stdout, refused
-        look = await asyncio.to_thread(subprocess.run, commands[2], shell=True, capture_output=True, text=True)
+        # The audit trail is written in batches (within a second): a person
+        # pasting the third command is slower than that, a test is not.
+        for _ in range(50):
+            look = await asyncio.to_thread(subprocess.run, commands[2], shell=True, capture_output=True, text=True)
+            if "rejected  jane.doe@example.com" in look.stdout:
+                break
+            await asyncio.sleep(0.1)
         assert look.returncode == 0 and ".eml" in look.stdout and "rejected  jane.doe@example.com" in look.stdout
 
         [eml] = list((folder / "mail").glob("*.eml"))

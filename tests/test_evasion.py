@@ -32,7 +32,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smtpguard.addresses import (
+from smtpguard.suppression.addresses import (
     AddressError,
     RoutingRefused,
     address_key,

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from smtpguard.addresses import AddressError, MatchRules, address_key, parse_entry
-from smtpguard.importers import (
+from smtpguard.suppression.addresses import AddressError, MatchRules, address_key, parse_entry
+from smtpguard.suppression.formats import (
     FileStats,
     ImportFormatError,
     Reject,
@@ -28,7 +28,7 @@ from smtpguard.importers import (
     total_size,
     write_rejects,
 )
-from smtpguard.store import EntryRow, open_store
+from smtpguard.suppression.store import EntryRow, open_store
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXAMPLE = Path(__file__).parent.parent / "examples" / "unsubscribed.csv"
@@ -284,8 +284,8 @@ def test_detect_encoding_tolerates_a_cut_utf8_character() -> None:
         (["a,b,c", "1,2,3"], ","),
         (["a\tb", "1\t2"], "\t"),
         (["a|b", "1|2"], "|"),
-        (['Nom;Société;Email', 'Dupont;"ACME, Inc";j@x.fr', 'Martin;"B, C";m@x.fr'], ";"),
-        (['name,email', '"Doe; Jane",j@x.fr', '"Roe; Ann",a@x.fr'], ","),
+        (["Nom;Société;Email", 'Dupont;"ACME, Inc";j@x.fr', 'Martin;"B, C";m@x.fr'], ";"),
+        (["name,email", '"Doe; Jane",j@x.fr', '"Roe; Ann",a@x.fr'], ","),
         (["jane@example.com", "example.net"], None),
     ],
 )
@@ -317,9 +317,7 @@ _LABEL = st.one_of(st.from_regex(r"[a-z0-9]{1,10}", fullmatch=True), st.sampled_
 _DOMAIN = st.tuples(
     st.sampled_from(["", "mail.", "eu."]), _LABEL, st.sampled_from(["com", "fr", "org", "de", "co.uk"])
 ).map(lambda t: f"{t[0]}{t[1]}.{t[2]}")
-ADDRESSES = st.builds(
-    lambda local, domain: f"{local}@{domain}", _LOCAL, st.one_of(_DOMAIN, st.just("gmail.com"))
-)
+ADDRESSES = st.builds(lambda local, domain: f"{local}@{domain}", _LOCAL, st.one_of(_DOMAIN, st.just("gmail.com")))
 # "X" becomes the file's delimiter: names that need quoting, and quoted line breaks.
 NAMES = st.text(alphabet="abcdefgh ÉéèçàüØ'-X\"\n", max_size=12)
 ENCODINGS = ["utf-8", "utf-8-sig", "utf-16", "cp1252"]

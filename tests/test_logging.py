@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import aiosmtplib
 import pytest
 
-from smtpguard.logs import setup_logging
+from smtpguard.runtime.logs import setup_logging
 
 from .conftest import RelayFactory
 from .smtp_fixtures import Upstream
@@ -29,8 +29,11 @@ def restore_logging() -> Iterator[None]:
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
 async def test_json_logs_without_secrets(
-    make_relay: RelayFactory, upstream: Upstream, capsys: pytest.CaptureFixture[str],
-    restore_logging: None, mechanism: str,
+    make_relay: RelayFactory,
+    upstream: Upstream,
+    capsys: pytest.CaptureFixture[str],
+    restore_logging: None,
+    mechanism: str,
 ) -> None:
     setup_logging("json", "debug")  # even at debug level
     relay = await make_relay()
@@ -66,9 +69,13 @@ async def test_json_logs_without_secrets(
     assert any("suppressed rcpt=<jane.doe@example.com>" in m and "source=lemlist" in m for m in messages)
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
     secrets = [
-        "s3cret", "hunter2",
-        base64.b64encode(b"s3cret").decode(), base64.b64encode(b"\0alice\0s3cret").decode(),
-        base64.b64encode(b"hunter2-wrong").decode(), "BODY-MARKER", "confidential pricing",
+        "s3cret",
+        "hunter2",
+        base64.b64encode(b"s3cret").decode(),
+        base64.b64encode(b"\0alice\0s3cret").decode(),
+        base64.b64encode(b"hunter2-wrong").decode(),
+        "BODY-MARKER",
+        "confidential pricing",
     ]
     for secret in secrets:
         assert secret not in err

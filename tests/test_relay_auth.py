@@ -10,9 +10,9 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from smtpguard.addresses import MatchRules
 from smtpguard.passwords import hash_password
-from smtpguard.store import open_store
+from smtpguard.suppression.addresses import MatchRules
+from smtpguard.suppression.store import open_store
 
 from .conftest import RelayFactory
 from .relay_helpers import SENDER, aio, blocking_client, closed_port, in_thread, mail_reply, message, port_of
@@ -58,9 +58,7 @@ async def test_passthrough_smtplib(
     assert [(r.user, r.rcpt_tos) for r in upstream.received] == [("alice", ["bob@ok.example"])]
 
 
-async def test_passthrough_wrong_password_relays_upstream_535(
-    make_relay: RelayFactory, upstream: Upstream
-) -> None:
+async def test_passthrough_wrong_password_relays_upstream_535(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay()
 
     def session() -> tuple[int, bytes, int]:
@@ -83,9 +81,7 @@ async def test_passthrough_wrong_password_relays_upstream_535(
     assert upstream.logins == [] and upstream.received == []
 
 
-async def test_passthrough_wrong_password_aiosmtplib_then_right(
-    make_relay: RelayFactory, upstream: Upstream
-) -> None:
+async def test_passthrough_wrong_password_aiosmtplib_then_right(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay()
     c = await aio(relay, login=None)
     with pytest.raises(aiosmtplib.SMTPAuthenticationError) as refused:
@@ -153,9 +149,7 @@ async def test_local_auth_logs_in_upstream_as_relay(
         try:
             s.user, s.password = "bob.sales", "hunter2"
             code, _ = s.auth(mechanism, s.auth_plain if mechanism == "PLAIN" else s.auth_login)
-            return code, s.sendmail(
-                "bob@corp.example", ["carol@ok.example", "jane.doe@example.com"], message()
-            )
+            return code, s.sendmail("bob@corp.example", ["carol@ok.example", "jane.doe@example.com"], message())
         finally:
             s.quit()
 
@@ -166,9 +160,7 @@ async def test_local_auth_logs_in_upstream_as_relay(
     assert [(r.user, r.rcpt_tos) for r in upstream.received] == [("relay", ["carol@ok.example"])]
 
 
-async def test_local_auth_wrong_password_is_535(
-    make_relay: RelayFactory, upstream: Upstream, tmp_path: Path
-) -> None:
+async def test_local_auth_wrong_password_is_535(make_relay: RelayFactory, upstream: Upstream, tmp_path: Path) -> None:
     relay = await _local_relay(make_relay, tmp_path)
     c = await aio(relay, login=None)  # type: ignore[arg-type]
     with pytest.raises(aiosmtplib.SMTPAuthenticationError) as refused:
@@ -199,9 +191,7 @@ async def test_local_auth_loopback_client_must_still_log_in(
 # -- none ------------------------------------------------------------------------------------
 
 
-async def test_none_trusted_loopback_relays_without_auth(
-    make_relay: RelayFactory, upstream: Upstream
-) -> None:
+async def test_none_trusted_loopback_relays_without_auth(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay(server={"auth": "none"})
 
     def session() -> tuple[bool, dict[str, tuple[int, bytes]]]:
@@ -218,9 +208,7 @@ async def test_none_trusted_loopback_relays_without_auth(
     assert [(r.user, r.rcpt_tos) for r in upstream.received] == [(None, ["bob@ok.example"])]
 
 
-async def test_none_with_relay_account_upstream(
-    make_relay: RelayFactory, upstream: Upstream, tmp_path: Path
-) -> None:
+async def test_none_with_relay_account_upstream(make_relay: RelayFactory, upstream: Upstream, tmp_path: Path) -> None:
     pw = tmp_path / "pw"
     pw.write_text("relaypw")
     relay = await make_relay(server={"auth": "none"}, upstream={"username": "relay", "password_file": pw})
@@ -232,9 +220,7 @@ async def test_none_with_relay_account_upstream(
 
 
 async def test_none_untrusted_client_is_530(make_relay: RelayFactory, upstream: Upstream) -> None:
-    relay = await make_relay(
-        server={"auth": "none", "trusted_networks": (ipaddress.ip_network("10.9.0.0/16"),)}
-    )
+    relay = await make_relay(server={"auth": "none", "trusted_networks": (ipaddress.ip_network("10.9.0.0/16"),)})
     code, text = await mail_reply(relay)
     assert code == 530 and text.startswith(b"5.7.0 ")
     assert upstream.received == [] and upstream.connections == 0

@@ -9,8 +9,8 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from smtpguard.addresses import MatchRules
-from smtpguard.store import open_store
+from smtpguard.suppression.addresses import MatchRules
+from smtpguard.suppression.store import open_store
 
 from .conftest import RelayFactory, add_entries
 from .relay_helpers import (
@@ -43,9 +43,7 @@ async def test_upstream_down_auth_none_is_451_at_mail(make_relay: RelayFactory, 
 
 
 async def test_upstream_refuses_one_recipient_verbatim(make_relay: RelayFactory, upstream: Upstream) -> None:
-    upstream.refuse_rcpt["ghost@ok.example"] = (
-        "550 5.1.1 <ghost@ok.example>: Recipient address rejected: User unknown"
-    )
+    upstream.refuse_rcpt["ghost@ok.example"] = "550 5.1.1 <ghost@ok.example>: Recipient address rejected: User unknown"
     relay = await make_relay()
     c = await aio(relay)
     await c.mail(SENDER)
@@ -78,9 +76,7 @@ async def test_upstream_4xx_recipient_is_relayed_as_4xx(make_relay: RelayFactory
     assert full == (452, b"4.2.2 Mailbox full") and ok[0] == 250
 
 
-async def test_upstream_data_failure_relayed_then_next_message_ok(
-    make_relay: RelayFactory, upstream: Upstream
-) -> None:
+async def test_upstream_data_failure_relayed_then_next_message_ok(make_relay: RelayFactory, upstream: Upstream) -> None:
     upstream.data_reply = "554 5.7.1 Message rejected as spam"
     relay = await make_relay()
     c = await aio(relay)
@@ -120,9 +116,7 @@ async def test_upstream_data_failure_smtplib(make_relay: RelayFactory, upstream:
     assert upstream.received == []
 
 
-async def test_slow_upstream_data_outlasts_client_timeout(
-    make_relay: RelayFactory, upstream: Upstream
-) -> None:
+async def test_slow_upstream_data_outlasts_client_timeout(make_relay: RelayFactory, upstream: Upstream) -> None:
     """aiosmtpd's per-command timer must not cut the client while the upstream thinks."""
     upstream.data_delay = 2.0
     relay = await make_relay(server={"timeout": 1})
@@ -162,9 +156,7 @@ async def test_idle_client_is_dropped(make_relay: RelayFactory, upstream: Upstre
     await raw.close()
 
 
-async def test_client_disconnect_closes_upstream_session(
-    make_relay: RelayFactory, upstream: Upstream
-) -> None:
+async def test_client_disconnect_closes_upstream_session(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay()
     c = await aio(relay)
     await c.mail(SENDER)
@@ -193,9 +185,7 @@ async def test_quit_closes_upstream_session(make_relay: RelayFactory, upstream: 
 # -- the list ----------------------------------------------------------------------------
 
 
-async def test_unreadable_list_fails_closed(
-    make_relay: RelayFactory, upstream: Upstream, tmp_path: Path
-) -> None:
+async def test_unreadable_list_fails_closed(make_relay: RelayFactory, upstream: Upstream, tmp_path: Path) -> None:
     """The list file is damaged on disk while the relay runs: 451 4.3.0, nothing relayed."""
     relay = await make_relay(server={"auth": "none"})
     db = relay.ctx.settings.store.path
@@ -226,16 +216,12 @@ async def test_unreadable_list_fails_closed(
     assert upstream.rcpt_seen == [] and upstream.received == []
 
 
-async def test_import_while_running_takes_effect_at_next_rcpt(
-    make_relay: RelayFactory, upstream: Upstream
-) -> None:
+async def test_import_while_running_takes_effect_at_next_rcpt(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay()
     c = await aio(relay)
     await c.mail(SENDER)
     assert (await c.rcpt("new.optout@ok.example")).code == 250
-    await add_entries(
-        relay.ctx.settings.store.path, "new.optout@ok.example", "@freshly.example", source="hubspot"
-    )
+    await add_entries(relay.ctx.settings.store.path, "new.optout@ok.example", "@freshly.example", source="hubspot")
     with pytest.raises(aiosmtplib.SMTPRecipientRefused) as refused:
         await c.rcpt("New.Optout@ok.example")
     assert "hubspot" in refused.value.message
@@ -271,9 +257,7 @@ async def test_max_recipients_is_452(make_relay: RelayFactory, upstream: Upstrea
     assert "c@ok.example" not in upstream.rcpt_seen
 
 
-async def test_oversize_message_is_552_and_session_goes_on(
-    make_relay: RelayFactory, upstream: Upstream
-) -> None:
+async def test_oversize_message_is_552_and_session_goes_on(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay(server={"max_message_size": 2048})
     c = await aio(relay)
     assert c.esmtp_extensions.get("size") == "2048"
@@ -399,9 +383,7 @@ async def test_smtputf8_smtplib(make_relay: RelayFactory, upstream: Upstream) ->
             s.quit()
 
     assert await in_thread(session) == {}
-    assert [(r.mail_from, r.rcpt_tos) for r in upstream.received] == [
-        ("jörg@bücher.example", ["zoë@bücher.example"])
-    ]
+    assert [(r.mail_from, r.rcpt_tos) for r in upstream.received] == [("jörg@bücher.example", ["zoë@bücher.example"])]
 
 
 # -- pipelining ---------------------------------------------------------------------------
@@ -427,9 +409,7 @@ async def test_pipelined_transaction(make_relay: RelayFactory, upstream: Upstrea
 # -- the upstream hangs up between messages --------------------------------------------------
 
 
-async def test_upstream_dropped_between_messages_reconnects(
-    make_relay: RelayFactory, upstream: Upstream
-) -> None:
+async def test_upstream_dropped_between_messages_reconnects(make_relay: RelayFactory, upstream: Upstream) -> None:
     """With the relay's own upstream login (auth none/local) a new upstream session is transparent."""
     relay = await make_relay(server={"auth": "none"})
     c = await aio(relay, login=None)
@@ -500,8 +480,7 @@ async def test_concurrent_sessions_do_not_mix(make_relay: RelayFactory, upstream
 
     await asyncio.gather(*(one(i) for i in range(5)))
     got = sorted(
-        (r.mail_from, tuple(r.rcpt_tos), f"<c{r.mail_from[4]}@" in r.content.decode())
-        for r in upstream.received
+        (r.mail_from, tuple(r.rcpt_tos), f"<c{r.mail_from[4]}@" in r.content.decode()) for r in upstream.received
     )
     assert got == [(f"user{i}@corp.example", (f"to{i}@ok.example",), True) for i in range(5)]
     events = await audit_events(relay)

@@ -40,8 +40,8 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from smtpguard.addresses import AddressError, address_key, strip_source_route
-from smtpguard.server import Relay
+from smtpguard.runtime.server import Relay
+from smtpguard.suppression.addresses import AddressError, address_key, strip_source_route
 
 from .conftest import RelayFactory
 from .relay_helpers import port_of, wait_for
@@ -386,13 +386,38 @@ simple_commands: st.SearchStrategy[Cmd] = st.one_of(
         lambda h: st.sampled_from([Cmd(encode(f"EHLO {h}")), Cmd(encode(f"HELO {h}")), Cmd(encode(f"ehlo {h}"))])
     ),
     st.sampled_from(
-        [Cmd(c) for c in (b"RSET", b"NOOP", b"NOOP hello", b"HELP", b"HELP MAIL", b"HELP NOPE",
-                          b"VRFY jane.doe@example.com", b"VRFY", b"VRFY <@x:y@z", b"STARTTLS", b"DATA", b"EXPN x")]
+        [
+            Cmd(c)
+            for c in (
+                b"RSET",
+                b"NOOP",
+                b"NOOP hello",
+                b"HELP",
+                b"HELP MAIL",
+                b"HELP NOPE",
+                b"VRFY jane.doe@example.com",
+                b"VRFY",
+                b"VRFY <@x:y@z",
+                b"STARTTLS",
+                b"DATA",
+                b"EXPN x",
+            )
+        ]
     ),  # fmt: skip
     st.sampled_from(UNKNOWN).map(lambda u: Cmd(encode(u))),
-    st.sampled_from([b"", b" ", b"\x00", b"NO\x00OP", b"\xff\xfe", b"N" * 2000, b"\r",
-                     b"MAIL FROM:<" + b"a" * 600 + b"@x.example>", b"RCPT TO:<" + b"b" * 1100 + b"@x.example>"]
-                    ).map(Cmd),  # fmt: skip
+    st.sampled_from(
+        [
+            b"",
+            b" ",
+            b"\x00",
+            b"NO\x00OP",
+            b"\xff\xfe",
+            b"N" * 2000,
+            b"\r",
+            b"MAIL FROM:<" + b"a" * 600 + b"@x.example>",
+            b"RCPT TO:<" + b"b" * 1100 + b"@x.example>",
+        ]
+    ).map(Cmd),  # fmt: skip
 )
 
 steps: st.SearchStrategy[Step] = st.one_of(

@@ -6,7 +6,7 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from smtpguard.relay import _PLAIN_PATH, GuardSMTP
+from smtpguard.smtp.relay import _PLAIN_PATH, GuardSMTP
 
 # _getaddr reads no per-connection state: an instance without __init__ will do.
 SESSION = GuardSMTP.__new__(GuardSMTP)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from smtpguard import relay as relay_module
+from smtpguard.smtp import relay as relay_module
 
 from .conftest import RelayFactory
 from .smtp_fixtures import Upstream, raw_command

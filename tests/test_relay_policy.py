@@ -16,9 +16,7 @@ from .smtp_fixtures import Upstream
 # -- reject --------------------------------------------------------------------
 
 
-async def test_reject_names_address_date_and_source_aiosmtplib(
-    make_relay: RelayFactory, upstream: Upstream
-) -> None:
+async def test_reject_names_address_date_and_source_aiosmtplib(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay()
     c = await aio(relay)
     await c.mail(SENDER)
@@ -73,18 +71,12 @@ async def test_reject_smtplib(make_relay: RelayFactory, upstream: Upstream) -> N
 
     refused, ok, done = await in_thread(session)
     assert refused[0] == 550 and b"5.7.1" in refused[1]
-    assert (
-        b"Jane.Doe+promo@EXAMPLE.com" in refused[1]
-        and b"2026-10-03" in refused[1]
-        and b"lemlist" in refused[1]
-    )
+    assert b"Jane.Doe+promo@EXAMPLE.com" in refused[1] and b"2026-10-03" in refused[1] and b"lemlist" in refused[1]
     assert ok[0] == 250 and done[0] == 250 and b"queued as Q1" in done[1]
     assert [r.rcpt_tos for r in upstream.received] == [["bob@ok.example"]]
 
 
-async def test_reject_every_recipient_refused_smtplib_sendmail(
-    make_relay: RelayFactory, upstream: Upstream
-) -> None:
+async def test_reject_every_recipient_refused_smtplib_sendmail(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay()
 
     def session() -> dict[str, tuple[int, bytes]]:
@@ -111,9 +103,7 @@ async def test_reject_every_recipient_refused_smtplib_sendmail(
 # -- reject-message ----------------------------------------------------------------
 
 
-async def test_reject_message_lists_everyone_and_sends_nothing(
-    make_relay: RelayFactory, upstream: Upstream
-) -> None:
+async def test_reject_message_lists_everyone_and_sends_nothing(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay(policy={"mode": "reject-message"})
     c = await aio(relay)
     await c.mail(SENDER)
@@ -147,9 +137,7 @@ async def test_reject_message_lists_everyone_and_sends_nothing(
     assert all(e.message_id == "<m1@corp.example>" and e.user == "alice" for e in events)
 
 
-async def test_reject_message_smtplib_sees_multiline_550(
-    make_relay: RelayFactory, upstream: Upstream
-) -> None:
+async def test_reject_message_smtplib_sees_multiline_550(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay(policy={"mode": "reject-message"})
 
     def session() -> tuple[int, bytes]:
@@ -171,9 +159,7 @@ async def test_reject_message_smtplib_sees_multiline_550(
 # -- strip ---------------------------------------------------------------------------
 
 
-async def test_strip_rewrites_headers_and_notifies_sender(
-    make_relay: RelayFactory, upstream: Upstream
-) -> None:
+async def test_strip_rewrites_headers_and_notifies_sender(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay(policy={"mode": "strip"})
     c = await aio(relay)
     await c.mail(SENDER)
@@ -234,9 +220,7 @@ async def test_strip_without_rewrite_or_notice(make_relay: RelayFactory, upstrea
     assert upstream.received[0].content == msg  # headers untouched
 
 
-async def test_strip_nobody_left_refuses_and_sends_nothing(
-    make_relay: RelayFactory, upstream: Upstream
-) -> None:
+async def test_strip_nobody_left_refuses_and_sends_nothing(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay(policy={"mode": "strip"})
     c = await aio(relay)
     await c.mail(SENDER)
@@ -265,24 +249,18 @@ async def test_monitor_relays_everything_and_logs(make_relay: RelayFactory, upst
         s = blocking_client(port_of(relay))
         try:
             s.login("alice", "s3cret")
-            return s.sendmail(
-                SENDER, ["bob@ok.example", "jane.doe@example.com", "y@blocked.example"], message()
-            )
+            return s.sendmail(SENDER, ["bob@ok.example", "jane.doe@example.com", "y@blocked.example"], message())
         finally:
             s.quit()
 
     assert await in_thread(session) == {}
-    assert [r.rcpt_tos for r in upstream.received] == [
-        ["bob@ok.example", "jane.doe@example.com", "y@blocked.example"]
-    ]
+    assert [r.rcpt_tos for r in upstream.received] == [["bob@ok.example", "jane.doe@example.com", "y@blocked.example"]]
     events = await audit_events(relay)
     assert [(e.action, e.recipient, e.entry, e.source) for e in events] == [
         ("monitored", "jane.doe@example.com", "jane.doe@example.com", "lemlist"),
         ("monitored", "y@blocked.example", "@blocked.example", "lemlist"),
     ]
-    assert all(
-        e.user == "alice" and e.client == "127.0.0.1" and e.message_id == "<m1@corp.example>" for e in events
-    )
+    assert all(e.user == "alice" and e.client == "127.0.0.1" and e.message_id == "<m1@corp.example>" for e in events)
 
 
 async def test_french_refusal(make_relay: RelayFactory, upstream: Upstream) -> None:

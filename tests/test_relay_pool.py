@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from smtpguard.server import Relay
+from smtpguard.runtime.server import Relay
 
 from .conftest import RelayFactory
 from .relay_helpers import SENDER, aio, message, wait_for
 from .smtp_fixtures import Upstream
 
 
-async def send_one(
-    relay: Relay, to: str, mid: str, *, quit: bool = True, login: tuple[str, str] | None = None
-) -> None:
+async def send_one(relay: Relay, to: str, mid: str, *, quit: bool = True, login: tuple[str, str] | None = None) -> None:
     c = await aio(relay, login=login)
     errors, reply = await c.sendmail(SENDER, [to], message(to=to, mid=mid))
     assert errors == {} and "queued as" in reply

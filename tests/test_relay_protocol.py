@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from smtpguard.policy import with_enhanced_code
+from smtpguard.replies import with_enhanced_code
 
 from .conftest import RelayFactory
 from .smtp_fixtures import raw_command

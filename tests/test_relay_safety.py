@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from smtpguard.config import Endpoint, Settings
-from smtpguard.safety import relay_problems
-from smtpguard.server import Relay, RelayRefused
+from smtpguard.runtime.safety import relay_problems
+from smtpguard.runtime.server import Relay, RelayRefused
 
 from .conftest import RelayFactory
 from .relay_helpers import SENDER, aio, message
@@ -48,16 +48,12 @@ def test_auth_none_with_catch_all_network(
     assert len(problems) >= 1 and catch_all in problems[0] and "anyone" in problems[0]
 
 
-def test_auth_none_public_listener_only_loopback_trusted(
-    tmp_path: Path, upstream: Upstream, certs: Certs
-) -> None:
+def test_auth_none_public_listener_only_loopback_trusted(tmp_path: Path, upstream: Upstream, certs: Certs) -> None:
     s = _settings(tmp_path, upstream, certs, auth="none", listen=ANY)
     problems = relay_problems(s)
     assert len(problems) == 1 and "0.0.0.0:2525" in problems[0] and "trusted_networks" in problems[0]
     # the same with the LAN listed is a sane office set-up
-    lan = replace(
-        s, server=replace(s.server, trusted_networks=(NETS("127.0.0.0/8"), NETS("192.168.10.0/24")))
-    )
+    lan = replace(s, server=replace(s.server, trusted_networks=(NETS("127.0.0.0/8"), NETS("192.168.10.0/24"))))
     assert relay_problems(lan) == []
 
 
@@ -77,9 +73,7 @@ def test_auth_none_public_smtps_listener_only_loopback_trusted(
 
 
 @pytest.mark.parametrize("auth", ["passthrough", "local"])
-def test_password_auth_off_loopback_needs_tls(
-    tmp_path: Path, upstream: Upstream, certs: Certs, auth: str
-) -> None:
+def test_password_auth_off_loopback_needs_tls(tmp_path: Path, upstream: Upstream, certs: Certs, auth: str) -> None:
     s = _settings(tmp_path, upstream, certs, auth=auth, listen=ANY)
     problems = relay_problems(s)
     assert len(problems) == 1 and "in clear" in problems[0] and auth in problems[0]
@@ -111,9 +105,7 @@ async def test_start_refuses_before_binding(
     assert not s.store.path.exists()  # refused before even opening the list
 
 
-async def test_reload_refuses_unsafe_settings_and_keeps_running(
-    make_relay: RelayFactory, upstream: Upstream
-) -> None:
+async def test_reload_refuses_unsafe_settings_and_keeps_running(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay(server={"auth": "none"})
     old = relay.ctx.settings
     bad = replace(old, server=replace(old.server, trusted_networks=(NETS("0.0.0.0/0"),)))

@@ -9,7 +9,7 @@ import aiosmtplib
 import pytest
 
 from smtpguard.config import Endpoint
-from smtpguard.server import server_tls_context
+from smtpguard.runtime.server import server_tls_context
 
 from .conftest import RelayFactory
 from .relay_helpers import SENDER, aio, blocking_client, in_thread, mail_reply, message, port_of, relay_for
@@ -20,9 +20,7 @@ def _tls(certs: Certs) -> dict[str, object]:
     return {"tls_cert": certs.cert_file, "tls_key": certs.key_file}
 
 
-async def test_starttls_on_loopback_smtplib(
-    make_relay: RelayFactory, upstream: Upstream, certs: Certs
-) -> None:
+async def test_starttls_on_loopback_smtplib(make_relay: RelayFactory, upstream: Upstream, certs: Certs) -> None:
     relay = await make_relay(server=_tls(certs))
 
     def session() -> tuple[bool, str, dict[str, tuple[int, bytes]]]:
@@ -61,9 +59,7 @@ async def test_starttls_aiosmtplib(make_relay: RelayFactory, upstream: Upstream,
     assert [(r.user, r.rcpt_tos) for r in upstream.received] == [("alice", ["bob@ok.example"])]
 
 
-async def test_implicit_tls_listener_with_auth(
-    make_relay: RelayFactory, upstream: Upstream, certs: Certs
-) -> None:
+async def test_implicit_tls_listener_with_auth(make_relay: RelayFactory, upstream: Upstream, certs: Certs) -> None:
     relay = await make_relay(server={**_tls(certs), "smtps_listen": Endpoint("127.0.0.1", 0)})
     smtps = port_of(relay, 1)
     assert smtps != port_of(relay, 0)
@@ -81,9 +77,7 @@ async def test_implicit_tls_listener_with_auth(
     has_auth, refused = await in_thread(session)
     assert has_auth and refused == {}
     # and with aiosmtplib, AUTH LOGIN this time
-    c = aiosmtplib.SMTP(
-        hostname="127.0.0.1", port=smtps, use_tls=True, tls_context=certs.client_context(), timeout=10
-    )
+    c = aiosmtplib.SMTP(hostname="127.0.0.1", port=smtps, use_tls=True, tls_context=certs.client_context(), timeout=10)
     await c.connect()
     await c.ehlo()
     assert (await c.auth_login("alice", "s3cret")).code == 235
@@ -110,9 +104,7 @@ async def test_upstream_implicit_tls(tmp_path: Path, certs: Certs) -> None:
 
 async def test_upstream_plain_security_none(tmp_path: Path, certs: Certs) -> None:
     up = await start_upstream(Upstream(), certs, security="none")
-    async with relay_for(
-        up, tmp_path, certs, server={"auth": "none"}, upstream={"security": "none"}
-    ) as relay:
+    async with relay_for(up, tmp_path, certs, server={"auth": "none"}, upstream={"security": "none"}) as relay:
         c = await aio(relay, login=None)
         await c.sendmail(SENDER, ["bob@ok.example"], message())
         await c.quit()
@@ -156,9 +148,7 @@ async def test_verify_off_is_an_explicit_choice(make_relay: RelayFactory, upstre
     assert [r.rcpt_tos for r in upstream.received] == [["bob@ok.example"]]
 
 
-async def test_off_loopback_sessions_require_starttls_before_auth(
-    make_relay: RelayFactory, certs: Certs
-) -> None:
+async def test_off_loopback_sessions_require_starttls_before_auth(make_relay: RelayFactory, certs: Certs) -> None:
     """What a session on a LAN listener would be built with (no non-loopback bind in tests)."""
     relay = await make_relay(server=_tls(certs))
     settings = relay.ctx.settings

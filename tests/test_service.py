@@ -36,7 +36,9 @@ def test_unit_verifies(tmp_path: Path) -> None:
     (tmp_path / "smtpguard.service").write_text(unit.replace("/opt/smtpguard/bin/smtpguard", exe))
     r = subprocess.run(
         ["systemd-analyze", "verify", str(tmp_path / "smtpguard.service")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 0, r.stderr
     # Unknown or misspelt keys are only warnings for systemd: refuse them here.
@@ -63,7 +65,7 @@ hostname = "relay.test"
 timeout = 10
 
 [store]
-path = "{tmp / 'list.db'}"
+path = "{tmp / "list.db"}"
 """
     )
     return cfg
@@ -101,8 +103,14 @@ async def start_serve(cfg: Path, notify: Notifications) -> asyncio.subprocess.Pr
     env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "PYTHONUNBUFFERED": "1"}
     env.pop("SMTPGUARD_DB", None)
     return await asyncio.create_subprocess_exec(
-        *SMTPGUARD, "serve", "--config", str(cfg), env=env, cwd=str(ROOT),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *SMTPGUARD,
+        "serve",
+        "--config",
+        str(cfg),
+        env=env,
+        cwd=str(ROOT),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from smtpguard.addresses import MatchRules, address_key, lookup_keys, parse_entry
-from smtpguard.store import EntryRow, Event, SQLiteStore, StoreError, open_store
-from smtpguard.store.sqlite import MIGRATIONS
+from smtpguard.suppression.addresses import MatchRules, address_key, lookup_keys, parse_entry
+from smtpguard.suppression.store import EntryRow, Event, SQLiteStore, StoreError, open_store
+from smtpguard.suppression.store.sqlite import MIGRATIONS
 
 RULES = MatchRules()
 NO_DOTS = MatchRules(gmail_dots=False)
@@ -356,9 +356,7 @@ async def test_users_survive_reopening(db: Path) -> None:
 
 async def test_ensure_rules_rekeys_when_the_rules_change(db: Path) -> None:
     store = await open_store(db, RULES)
-    await store.add_entries(
-        [row("j.ohn@gmail.com"), row("jane+news@example.com"), row("@googlemail.com", "x")]
-    )
+    await store.add_entries([row("j.ohn@gmail.com"), row("jane+news@example.com"), row("@googlemail.com", "x")])
     assert await blocked_by(store, "john@gmail.com") == "j.ohn@gmail.com"
     assert await store.ensure_rules(RULES) == 0  # same rules: nothing to do
     await store.close()
@@ -399,9 +397,7 @@ async def test_rekeying_keeps_the_older_of_two_entries_that_merge(db: Path) -> N
 # --- concurrency: imports take effect at the next RCPT ----------------------------------------------
 
 
-async def test_an_import_by_another_connection_is_seen_at_the_next_match(
-    store: SQLiteStore, db: Path
-) -> None:
+async def test_an_import_by_another_connection_is_seen_at_the_next_match(store: SQLiteStore, db: Path) -> None:
     assert await blocked_by(store, "jane@example.com") is None
     other = await open_store(db, RULES)
     try:
@@ -413,8 +409,8 @@ async def test_an_import_by_another_connection_is_seen_at_the_next_match(
 
 _IMPORTER = """
 import asyncio, sys
-from smtpguard.addresses import MatchRules, parse_entry
-from smtpguard.store import EntryRow, open_store
+from smtpguard.suppression.addresses import MatchRules, parse_entry
+from smtpguard.suppression.store import EntryRow, open_store
 
 async def main():
     store = await open_store(sys.argv[1], MatchRules())

@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 
 from smtpguard.config import UpstreamSettings
-from smtpguard.upstream import UpstreamPool, connect
+from smtpguard.smtp.pool import UpstreamPool
+from smtpguard.smtp.upstream import connect
 
 from .smtp_fixtures import Certs, Upstream
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from smtpguard import watch
-from smtpguard.server import Relay
-from smtpguard.store import StoreError
-from smtpguard.watch import watch_folder
+from smtpguard.runtime.server import Relay
+from smtpguard.suppression import watch
+from smtpguard.suppression.store import StoreError
+from smtpguard.suppression.watch import watch_folder
 
 from .conftest import RelayFactory
 from .smtp_fixtures import Upstream
@@ -309,9 +309,7 @@ async def test_cancel_mid_import_stops_quickly_and_changes_nothing(
     assert (inbox / "big.csv").exists() and entries(relay) == 2
 
 
-async def test_missing_folder_is_created_and_reload_switches_folder(
-    make_relay: RelayFactory, tmp_path: Path
-) -> None:
+async def test_missing_folder_is_created_and_reload_switches_folder(make_relay: RelayFactory, tmp_path: Path) -> None:
     from dataclasses import replace
 
     relay = await make_relay(watch={"folder": tmp_path / "a" / "inbox", "interval": INTERVAL})

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from smtpguard.addresses import MatchRules
 from smtpguard.config import (
     Endpoint,
     PolicySettings,
@@ -19,8 +18,9 @@ from smtpguard.config import (
     UpstreamSettings,
 )
 from smtpguard.passwords import hash_password
-from smtpguard.server import Relay
-from smtpguard.store import open_store
+from smtpguard.runtime.server import Relay
+from smtpguard.suppression.addresses import MatchRules
+from smtpguard.suppression.store import open_store
 
 from ..conftest import add_entries
 from ..smtp_fixtures import Certs
@@ -88,9 +88,7 @@ async def make_relay(tmp_path: Path, postfix: PrivatePostfix, certs: Certs) -> A
         blocked: tuple[str, ...] = BLOCKED, users: dict[str, str] | None = None, **sections: dict[str, Any]
     ) -> Relay:
         settings = Settings(
-            server=ServerSettings(
-                listen=Endpoint("127.0.0.1", 0), auth="none", hostname="relay.test", timeout=30
-            ),
+            server=ServerSettings(listen=Endpoint("127.0.0.1", 0), auth="none", hostname="relay.test", timeout=30),
             upstream=UpstreamSettings(
                 host="127.0.0.1", port=postfix.port, security="none", ca_file=certs.ca_file, timeout=10
             ),

@@ -115,9 +115,7 @@ class Delivery:
         head = self.text.replace("\r\n", "\n").split("\n\n", 1)[0]
         unfolded = re.sub(r"\n[ \t]+", " ", head)
         prefix = name.lower() + ":"
-        return [
-            line[len(prefix) :].strip() for line in unfolded.split("\n") if line.lower().startswith(prefix)
-        ]
+        return [line[len(prefix) :].strip() for line in unfolded.split("\n") if line.lower().startswith(prefix)]
 
 
 class SmtpSink:
@@ -317,8 +315,7 @@ class PrivatePostfix:
         r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             raise RuntimeError(
-                f"{' '.join(argv)} exited {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}\n"
-                + self.diagnostics()
+                f"{' '.join(argv)} exited {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}\n" + self.diagnostics()
             )
         return r.stdout + r.stderr
 
@@ -401,9 +398,7 @@ class PrivatePostfix:
             f"--- smtp-sink dump files ---\n{files}\n--- smtp-sink output ---\n{sink_log or '(empty)'}"
         )
 
-    async def wait_done(
-        self, queue_id: str, since: Mark, timeout: float = DELIVERY_TIMEOUT
-    ) -> list[Delivery]:
+    async def wait_done(self, queue_id: str, since: Mark, timeout: float = DELIVERY_TIMEOUT) -> list[Delivery]:
         """Wait until Postfix has finished with queue_id; its deliveries at the sink."""
         done = re.compile(rf"\b{re.escape(queue_id)}: removed\b")
         loop = asyncio.get_running_loop()
@@ -412,9 +407,7 @@ class PrivatePostfix:
             if done.search(self.log_text(since.log_offset)):
                 return [d for d in self.deliveries(since) if _received_by(d, queue_id)]
             await asyncio.sleep(0.05)
-        raise AssertionError(
-            f"Postfix did not finish with {queue_id} in {timeout:.0f} s\n{self.diagnostics(since)}"
-        )
+        raise AssertionError(f"Postfix did not finish with {queue_id} in {timeout:.0f} s\n{self.diagnostics(since)}")
 
     async def settle(self, since: Mark, timeout: float = DELIVERY_TIMEOUT) -> None:
         """Wait until every queue file Postfix created after `since` is gone (delivered or bounced)."""
@@ -428,9 +421,7 @@ class PrivatePostfix:
             if all(re.search(rf"\b{qid}: (removed|reject:|discard:)", log) for qid in ids):
                 return
             await asyncio.sleep(0.05)
-        raise AssertionError(
-            f"Postfix still has mail queued after {timeout:.0f} s\n{self.diagnostics(since)}"
-        )
+        raise AssertionError(f"Postfix still has mail queued after {timeout:.0f} s\n{self.diagnostics(since)}")
 
 
 def _received_by(d: Delivery, queue_id: str) -> bool:
@@ -482,8 +473,6 @@ async def swaks(port: int, *args: str, timeout: float = 30.0) -> SwaksRun:
     except TimeoutError:
         proc.kill()
         out, _ = await proc.communicate()
-        raise AssertionError(
-            f"swaks did not finish in {timeout:.0f} s:\n{out.decode(errors='replace')}"
-        ) from None
+        raise AssertionError(f"swaks did not finish in {timeout:.0f} s:\n{out.decode(errors='replace')}") from None
     assert proc.returncode is not None
     return SwaksRun(argv, proc.returncode, out.decode("utf-8", "replace"))

@@ -136,9 +136,7 @@ async def test_reject_message_lists_every_suppressed_recipient_and_sends_nothing
     errors = run.errors()
     head = "550-5.7.1 Message not sent: these recipients are on the do-not-contact list:"
     assert errors[0] == head, str(run)
-    assert errors[1].startswith(
-        f"550-5.7.1 {SUPPRESSED}: this address is on the do-not-contact list since 2026-10-03"
-    )
+    assert errors[1].startswith(f"550-5.7.1 {SUPPRESSED}: this address is on the do-not-contact list since 2026-10-03")
     assert errors[2].startswith("550-5.7.1 someone@blocked.example: everyone at blocked.example")
     assert errors[-1] == "550 5.7.1 Remove them and send again; nobody received this message.", str(run)
     await postfix.settle(mark)
@@ -149,9 +147,7 @@ async def test_reject_message_without_suppressed_recipients_delivers(
     make_relay: RelayFactory, postfix: PrivatePostfix, mark: Mark
 ) -> None:
     relay = await make_relay(policy={"mode": "reject-message"})
-    run = await swaks(
-        relay.endpoints[0].port, "--from", SENDER, "--to", f"{ALLOWED},carol@ok.example", *message()
-    )
+    run = await swaks(relay.endpoints[0].port, "--from", SENDER, "--to", f"{ALLOWED},carol@ok.example", *message())
     assert run.returncode == 0 and run.errors() == [], str(run)
     d = only(await postfix.wait_done(run.queue_id(), mark), str(run))
     assert d.rcpts == (ALLOWED, "carol@ok.example")
@@ -183,9 +179,7 @@ async def test_strip_mode_delivers_without_the_suppressed_and_notifies_the_sende
 # -- authentication ------------------------------------------------------------------
 
 
-async def test_auth_plain_with_a_local_account(
-    make_relay: RelayFactory, postfix: PrivatePostfix, mark: Mark
-) -> None:
+async def test_auth_plain_with_a_local_account(make_relay: RelayFactory, postfix: PrivatePostfix, mark: Mark) -> None:
     relay = await make_relay(users={USER: PASSWORD}, server={"auth": "local"})
     port = relay.endpoints[0].port
     run = await swaks(
@@ -247,9 +241,7 @@ async def test_local_auth_loopback_client_without_auth_gets_530(
 
 
 def _swaks_has_tls() -> bool:
-    r = subprocess.run(
-        ["swaks", "--support"], stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
-    )
+    r = subprocess.run(["swaks", "--support"], stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
     return "=== TLS supported" in r.stdout + r.stderr
 
 
@@ -306,9 +298,7 @@ async def test_starttls_to_postfix_with_a_private_ca(
     make_relay: RelayFactory, postfix: PrivatePostfix, mark: Mark
 ) -> None:
     relay = await make_relay(upstream={"security": "starttls"})
-    run = await swaks(
-        relay.endpoints[0].port, "--from", SENDER, "--to", f"{ALLOWED},{SUPPRESSED}", *message()
-    )
+    run = await swaks(relay.endpoints[0].port, "--from", SENDER, "--to", f"{ALLOWED},{SUPPRESSED}", *message())
     assert run.returncode == 0, f"{run}\n{postfix.diagnostics(mark)}"
     d = only(await postfix.wait_done(run.queue_id(), mark), str(run))
     assert d.rcpts == (ALLOWED,)
@@ -325,9 +315,7 @@ async def test_postfix_recipient_refusal_is_relayed(
     make_relay: RelayFactory, postfix: PrivatePostfix, mark: Mark
 ) -> None:
     relay = await make_relay()
-    run = await swaks(
-        relay.endpoints[0].port, "--from", SENDER, "--to", f"{POSTFIX_REFUSES},{ALLOWED}", *message()
-    )
+    run = await swaks(relay.endpoints[0].port, "--from", SENDER, "--to", f"{POSTFIX_REFUSES},{ALLOWED}", *message())
     assert run.returncode == 0, str(run)
     (err,) = run.errors()
     assert err == f"554 5.7.1 <{POSTFIX_REFUSES}>: Recipient address rejected: {POSTFIX_REFUSAL}", str(run)

@@ -52,16 +52,25 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from .importers import FileStats, ImportFormatError, Reject, detect_encoding, write_rejects
-from .importing import DEFAULT_REASON as REASON
-from .importing import import_file
-from .relay import RelayContext
-from .store import AddResult, StoreError, utc_now
+from smtpguard.config import Settings
+from smtpguard.suppression.formats import FileStats, ImportFormatError, Reject, detect_encoding, write_rejects
+from smtpguard.suppression.ingest import DEFAULT_REASON as REASON
+from smtpguard.suppression.ingest import import_file
+from smtpguard.suppression.store import AddResult, Store, StoreError, utc_now
 
 __all__ = ["DONE", "FAILED", "UNTERMINATED_GRACE", "watch_folder"]
 
 log = logging.getLogger("smtpguard.watch")
+
+
+class WatchContext(Protocol):
+    """What the watcher needs: the live settings (swapped on reload) and the list."""
+
+    settings: Settings
+    store: Store
+
 
 DONE = "done"
 FAILED = "failed"
@@ -143,7 +152,7 @@ class Outcome:
         return FAILED if self.error is not None else DONE
 
 
-async def import_dropped(ctx: RelayContext, path: Path) -> Outcome:
+async def import_dropped(ctx: WatchContext, path: Path) -> Outcome:
     """Import one file as `smtpguard import FILE` does; StoreError propagates (transient)."""
     out = Outcome(path.name, utc_now())
     begin = time.monotonic()
@@ -238,15 +247,11 @@ def file_away(folder: Path, path: Path, out: Outcome) -> tuple[Path | None, str 
         with contextlib.suppress(OSError):
             target = _unique(target_dir, path.name)
     try:
-        _beside(target, ".report.txt").write_text(
-            render_report(out, path, moved, move_error), encoding="utf-8"
-        )
+        _beside(target, ".report.txt").write_text(render_report(out, path, moved, move_error), encoding="utf-8")
         if out.rejects:
             write_rejects(_beside(target, ".rejects.csv"), out.rejects)
     except OSError as exc:
-        log.error(
-            "watch: cannot write the report of %s in %s/: %s", path.name, out.target, exc.strerror or exc
-        )
+        log.error("watch: cannot write the report of %s in %s/: %s", path.name, out.target, exc.strerror or exc)
     return moved, move_error
 
 
@@ -322,7 +327,7 @@ class Watcher:
             )
         return False
 
-    async def handle(self, ctx: RelayContext, name: str) -> None:
+    async def handle(self, ctx: WatchContext, name: str) -> None:
         path = self.folder / name
         fid = self.seen[name].file_id
         if await asyncio.to_thread(_file_id, path) != fid:
@@ -367,7 +372,7 @@ class Watcher:
             log.error("watch: %s: %s; it will not be imported again until it changes", name, move_error)
 
 
-async def watch_folder(ctx: RelayContext) -> None:
+async def watch_folder(ctx: WatchContext) -> None:
     """Import the files dropped into `[watch] folder` until cancelled.
 
     Settings are read every round, so a reload may change the folder or the

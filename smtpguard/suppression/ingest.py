@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .addresses import MatchRules
-from .importers import FileStats, Reject, iter_entries
-from .store import AddResult, Store, utc_now
+from smtpguard.suppression.addresses import MatchRules
+from smtpguard.suppression.formats import FileStats, Reject, iter_entries
+from smtpguard.suppression.store import AddResult, Store, utc_now
 
 DEFAULT_REASON = "unsubscribed"
 

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..addresses import MatchRules
-from .base import AddResult, EntryRow, Event, Stats, Store, StoredEntry, StoreError, utc_now, utc_today
-from .sqlite import SQLiteStore
+from smtpguard.suppression.addresses import MatchRules
+from smtpguard.suppression.store.base import (
+    AddResult,
+    EntryRow,
+    Event,
+    Stats,
+    Store,
+    StoredEntry,
+    StoreError,
+    utc_now,
+    utc_today,
+)
+from smtpguard.suppression.store.sqlite import SQLiteStore
 
 __all__ = [
     "AddResult",

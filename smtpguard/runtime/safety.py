@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from .config import Settings
+from smtpguard.config import Settings
 
 _LOOPBACK = {4: ipaddress.ip_network("127.0.0.0/8"), 6: ipaddress.ip_network("::1/128")}
 
@@ -37,4 +37,3 @@ def relay_problems(settings: Settings) -> list[str]:
             " configure TLS or listen on 127.0.0.1"
         )
     return problems
-

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses, make_msgid
 
-from .addresses import AddressError
+from smtpguard.suppression.addresses import AddressError
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _REWRITTEN = (b"to", b"cc")
@@ -121,8 +121,8 @@ def header_value(content: bytes, name: str) -> str:
 
 NOTICE = {
     "en": (
-        "smtpguard: {count} recipient(s) removed from \"{subject}\"",
-        "Your message \"{subject}\" was sent, but not to these recipients, "
+        'smtpguard: {count} recipient(s) removed from "{subject}"',
+        'Your message "{subject}" was sent, but not to these recipients, '
         "because they are on the do-not-contact list:\n\n{lines}\n\n"
         "Nothing else changed. If one of them should receive your mail, ask whoever "
         "manages the list to remove the entry.\n",
@@ -137,9 +137,7 @@ NOTICE = {
 }
 
 
-def sender_notice(
-    sender: str, subject: str, removed: Sequence[str], lang: str, hostname: str
-) -> EmailMessage:
+def sender_notice(sender: str, subject: str, removed: Sequence[str], lang: str, hostname: str) -> EmailMessage:
     """The short note telling the sender which recipients were stripped."""
     title, body = NOTICE.get(lang, NOTICE["en"])
     subject = subject or "(no subject)"

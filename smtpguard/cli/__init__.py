@@ -20,11 +20,11 @@ from typing import Annotated, Any, NoReturn, TextIO, TypeVar
 
 import typer
 
-from . import __version__, config
-from .addresses import AddressError, Entry, parse_entry
-from .config import ConfigError, Settings
-from .policy import check_address
-from .store import EntryRow, SQLiteStore, StoredEntry, StoreError, open_store, utc_now
+from smtpguard import __version__, config
+from smtpguard.config import ConfigError, Settings
+from smtpguard.suppression.addresses import AddressError, Entry, parse_entry
+from smtpguard.suppression.store import EntryRow, SQLiteStore, StoredEntry, StoreError, open_store, utc_now
+from smtpguard.suppression.verdict import check_address
 
 T = TypeVar("T")
 
@@ -67,7 +67,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def run(main: Callable[[], Awaitable[T]]) -> T:
     """Run an async command body, turning known failures into one-line errors."""
-    from .importers import ImportFormatError
+    from smtpguard.suppression.formats import ImportFormatError
 
     try:
         return asyncio.run(main())  # type: ignore[arg-type]
@@ -184,8 +184,8 @@ def import_(
     db: DbOpt = None,
 ) -> None:
     """Add the addresses of export files to the suppression list (one transaction per file)."""
-    from .importers import Reject, total_size, write_rejects
-    from .importing import import_file
+    from smtpguard.suppression.formats import Reject, total_size, write_rejects
+    from smtpguard.suppression.ingest import import_file
 
     settings = settings_for(config_path, db)
 
@@ -211,8 +211,9 @@ def import_(
                         "rejects": [asdict(r) for r in done.rejects[:20]],
                     }
                 )
-                all_rejects += [r if len(files) == 1 else Reject(r.line, r.text, f"{path.name}: {r.reason}")
-                                for r in done.rejects]
+                all_rejects += [
+                    r if len(files) == 1 else Reject(r.line, r.text, f"{path.name}: {r.reason}") for r in done.rejects
+                ]
                 if not json_:
                     say_imported(results[-1], dry_run, rejects)  # now: a later file may still fail
         if rejects is not None:
@@ -250,9 +251,7 @@ def add(
         async with opened(settings) as store:
             now = utc_now()
             for e in parsed:
-                r = await store.add_entries(
-                    [EntryRow(e.key, e.kind, e.original, source, reason, now, expiry)]
-                )
+                r = await store.add_entries([EntryRow(e.key, e.kind, e.original, source, reason, now, expiry)])
                 out.append({"entry": e.original, "key": e.key, "kind": e.kind, "added": bool(r.added)})
         return out
 
@@ -478,8 +477,7 @@ def log(
     for e in events:
         typer.echo(
             f"{e['time']}  {e['action']:<9} {e['recipient']}  from {e['sender'] or '<>'}"
-            f"  entry {e['entry']} ({e['source']})  client {e['client']}"
-            + (f" user {e['user']}" if e["user"] else "")
+            f"  entry {e['entry']} ({e['source']})  client {e['client']}" + (f" user {e['user']}" if e["user"] else "")
         )
     if not events:
         typer.echo("no events", err=True)
@@ -496,7 +494,7 @@ def user_add(
     db: DbOpt = None,
 ) -> None:
     """Create an account (or change its password); the password is prompted."""
-    from .passwords import hash_password
+    from smtpguard.passwords import hash_password
 
     settings = settings_for(config_path, db)
     if password_stdin:
@@ -555,8 +553,8 @@ def user_list(json_: JsonOpt = False, config_path: ConfigOpt = None, db: DbOpt =
 @config_app.command("check")
 def config_check(config_path: ConfigOpt = None, db: DbOpt = None) -> None:
     """Validate the configuration and try the upstream connection (connect, TLS, EHLO)."""
-    from .safety import relay_problems
-    from .upstream import probe
+    from smtpguard.runtime.probe import probe
+    from smtpguard.runtime.safety import relay_problems
 
     settings = settings_for(config_path, db)
     typer.echo(f"configuration: {settings.source or 'built-in defaults'}: valid")
@@ -576,8 +574,8 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the relay in the foreground until SIGTERM/SIGINT; SIGHUP reloads the configuration."""
-    from .logs import setup_logging
-    from .server import serve_forever
+    from smtpguard.runtime.logs import setup_logging
+    from smtpguard.runtime.server import serve_forever
 
     settings = settings_for(config_path, db)
     setup_logging(log_format, log_level)
@@ -591,8 +589,8 @@ def demo(
     port: Annotated[int, typer.Option(help="Port of the demo relay on 127.0.0.1.")] = 2525,
 ) -> None:
     """A self-contained demonstration: relay on 127.0.0.1:2525 with a local upstream that stores mail."""
-    from .demo import run_demo
-    from .logs import setup_logging
+    from smtpguard.demo import run_demo
+    from smtpguard.runtime.logs import setup_logging
 
     setup_logging("text", "info")
     raise typer.Exit(run(lambda: run_demo(folder, port)))

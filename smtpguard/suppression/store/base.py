@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
-from ..addresses import Kind, MatchRules
+from smtpguard.suppression.addresses import Kind, MatchRules
 
 Action = Literal["rejected", "stripped", "monitored"]
 
@@ -122,9 +122,7 @@ class Store(Protocol):
         """How many entries the list holds (expired ones included)."""
         ...
 
-    def entries(
-        self, source: str | None = None, search: str | None = None
-    ) -> AsyncIterator[StoredEntry]: ...
+    def entries(self, source: str | None = None, search: str | None = None) -> AsyncIterator[StoredEntry]: ...
 
     async def stats(self, since: str) -> Stats: ...
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .store import Event, Store, StoreError
+from smtpguard.suppression.store import Event, Store, StoreError
 
 log = logging.getLogger("smtpguard.audit")
 

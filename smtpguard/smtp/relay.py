@@ -5,7 +5,7 @@ upstream's own reply where there is one, so the client hears the real
 server's verdict per recipient and a 250 for the message only once the
 upstream accepted it.  Every hook catches its own failures and answers 4xx:
 aiosmtpd's default for an exception is a permanent 500 that leaks internals
-(see ../shared/notes/aiosmtpd.md §1.6).
+(aiosmtpd 1.4.6, smtp.py `_call_handler_hook`).
 """
 
 from __future__ import annotations
@@ -23,15 +23,19 @@ from typing import Any, AnyStr
 import aiosmtplib
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
-from . import aiosmtpd_speedups, policy
-from .addresses import AddressError, RoutingRefused, address_key
-from .audit import AuditWriter
-from .config import Settings, UpstreamSettings
-from .message import header_value, remove_recipients, sender_notice
-from .passwords import UNKNOWN_USER_HASH, verify_password
-from .policy import Suppressed, text, with_enhanced_code
-from .store import Event, Store, StoreError, utc_now
-from .upstream import UpstreamPool, UpstreamUnavailable, close_quietly, connect, describe, error_reply, reply_text
+from smtpguard import replies
+from smtpguard.config import Settings, UpstreamSettings
+from smtpguard.passwords import UNKNOWN_USER_HASH, verify_password
+from smtpguard.replies import text, with_enhanced_code
+from smtpguard.smtp import speedups as aiosmtpd_speedups
+from smtpguard.smtp.audit import AuditWriter
+from smtpguard.smtp.message import header_value, remove_recipients, sender_notice
+from smtpguard.smtp.pool import UpstreamPool
+from smtpguard.smtp.upstream import UpstreamUnavailable, close_quietly, connect, describe, error_reply, reply_text
+from smtpguard.suppression import verdict
+from smtpguard.suppression.addresses import AddressError, RoutingRefused, address_key
+from smtpguard.suppression.store import Event, Store, StoreError, utc_now
+from smtpguard.suppression.verdict import Suppressed
 
 log = logging.getLogger("smtpguard.relay")
 aiosmtpd_speedups.install()
@@ -355,21 +359,20 @@ class Guard:
         try:
             login, password = login_b.decode("utf-8"), password_b.decode("utf-8")
         except UnicodeDecodeError:
-            return AuthResult(
-                success=False, handled=False, message="501 5.5.2 Username or password is not UTF-8"
-            )
+            return AuthResult(success=False, handled=False, message="501 5.5.2 Username or password is not UTF-8")
         mode = settings.server.auth
         if mode == "none":
-            return AuthResult(
-                success=False, handled=False, message="503 5.5.1 Authentication is not offered here"
-            )
+            return AuthResult(success=False, handled=False, message="503 5.5.1 Authentication is not offered here")
         if mode == "local":
             stored = await self.ctx.store.user_hash(login)
             # An unknown user costs the same hash as a known one: the reply
             # time must not tell which names exist.
-            ok = await asyncio.get_running_loop().run_in_executor(
-                None, verify_password, password, stored or UNKNOWN_USER_HASH
-            ) and stored is not None
+            ok = (
+                await asyncio.get_running_loop().run_in_executor(
+                    None, verify_password, password, stored or UNKNOWN_USER_HASH
+                )
+                and stored is not None
+            )
             if not ok:
                 log.info("session=%d auth failed for user %s (local)", server.sid, login)
                 await asyncio.sleep(1)  # slows guessing; the client waits, nothing else does
@@ -479,7 +482,7 @@ class Guard:
         if len(envelope.rcpt_tos) >= settings.server.max_recipients:
             return text(self.lang, "too_many")
         try:
-            entry = await policy.check_recipient(self.ctx.store, address, settings.matching)
+            entry = await verdict.check_recipient(self.ctx.store, address, settings.matching)
         except RoutingRefused as exc:
             return text(self.lang, "routing", address=address, why=str(exc))
         except AddressError as exc:
@@ -492,11 +495,17 @@ class Guard:
             hit = Suppressed(address, entry)
             log.info(
                 "session=%d suppressed rcpt=<%s> entry=%s source=%s mode=%s user=%s client=%s",
-                server.sid, address, entry.original, entry.source, mode, server.user or "-", server.client_ip,
+                server.sid,
+                address,
+                entry.original,
+                entry.source,
+                mode,
+                server.user or "-",
+                server.client_ip,
             )
             if mode == "reject":
                 txn.events.append(("rejected", hit))
-                return policy.recipient_refusal(hit, self.lang)
+                return replies.recipient_refusal(hit, self.lang)
             if mode in ("reject-message", "strip"):
                 txn.held.append(hit)
                 envelope.rcpt_tos.append(address)
@@ -537,17 +546,15 @@ class Guard:
             txn.events += [("rejected", s) for s in txn.held]
             await self._rset_upstream(server)
             self._finish(server, txn, "refused", len(content), message_id)
-            return policy.message_refusal(txn.held, self.lang)
+            return replies.message_refusal(txn.held, self.lang)
         if not txn.relayed or up is None:
             txn.events += [("stripped", s) for s in txn.held]
             await self._rset_upstream(server)
             self._finish(server, txn, "refused", len(content), message_id)
-            return policy.all_stripped(txn.held, self.lang)
+            return replies.all_stripped(txn.held, self.lang)
         if txn.held and settings.policy.rewrite_headers:
             held_keys = {address_key(s.address, settings.matching, strict=False) for s in txn.held}
-            content = remove_recipients(
-                content, lambda a: address_key(a, settings.matching, strict=False) in held_keys
-            )
+            content = remove_recipients(content, lambda a: address_key(a, settings.matching, strict=False) in held_keys)
         # aiosmtplib's data() timeout covers upload and reply: scale it with size.
         timeout = settings.upstream.timeout + len(content) / 20_000
         server.in_data = True
@@ -581,13 +588,14 @@ class Guard:
         # too. A suppressed (or unreadable) sender gets none; the client's
         # 250 already stands, so skip quietly rather than fail the message.
         try:
-            blocked = await policy.check_address(self.ctx.store, txn.sender, settings.matching)
+            blocked = await verdict.check_address(self.ctx.store, txn.sender, settings.matching)
         except (AddressError, StoreError) as exc:
             log.warning("session=%d sender notice not sent: cannot check <%s>: %s", server.sid, txn.sender, exc)
             return
         if blocked is not None:
-            log.info("session=%d sender notice not sent: <%s> is suppressed (%s)", server.sid, txn.sender,
-                     blocked.original)
+            log.info(
+                "session=%d sender notice not sent: <%s> is suppressed (%s)", server.sid, txn.sender, blocked.original
+            )
             return
         notice = sender_notice(
             txn.sender,
@@ -608,10 +616,16 @@ class Guard:
         """The message's one log line, then its audit events. Call it last before
         returning the reply: a graceful stop treats `txn is None` as "reply written"."""
         log.info(
-            "session=%d message from=<%s> relayed=%d held=%d size=%d outcome=%s"
-            " message_id=%s user=%s client=%s",
-            server.sid, txn.sender, len(txn.relayed), len(txn.held), size, outcome,
-            message_id or "-", server.user or "-", server.client_ip,
+            "session=%d message from=<%s> relayed=%d held=%d size=%d outcome=%s message_id=%s user=%s client=%s",
+            server.sid,
+            txn.sender,
+            len(txn.relayed),
+            len(txn.held),
+            size,
+            outcome,
+            message_id or "-",
+            server.user or "-",
+            server.client_ip,
         )
         self.end_transaction(server, message_id)
 

@@ -1,4 +1,4 @@
-"""Recipient -> verdict, and every reply text a salesperson may read.
+"""Every reply text a salesperson may read.
 
 Thunderbird and Outlook show the server's words verbatim in their error
 dialog, so each refusal says in plain words which address, why, since when,
@@ -9,28 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from .addresses import MatchRules, address_key, lookup_keys, recipient_key
-from .store import Store, StoredEntry
-
-
-async def check_address(store: Store, address: str, rules: MatchRules) -> StoredEntry | None:
-    """The entry blocking a plain address, or None (AddressError when unparsable)."""
-    return await store.match(lookup_keys(address_key(address, rules, strict=False)))
-
-
-async def check_recipient(store: Store, path: str, rules: MatchRules) -> StoredEntry | None:
-    """Like check_address for an RCPT TO path (RoutingRefused for %, ! and literals)."""
-    return await store.match(lookup_keys(recipient_key(path, rules)))
-
-
-@dataclass(frozen=True, slots=True)
-class Suppressed:
-    """A recipient the list matched, kept with the entry for texts and the audit log."""
-
-    address: str
-    entry: StoredEntry
+from smtpguard.suppression.store import StoredEntry
+from smtpguard.suppression.verdict import Suppressed
 
 
 def _date(entry: StoredEntry) -> str:
@@ -139,8 +120,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "did not answer); try again in a few minutes.",
         "auth_failed": "535 5.7.8 Username or password not accepted.",
         "internal": "451 4.3.0 Something went wrong in the relay; nothing was sent. Try again.",
-        "bad_sender": "501 5.1.7 {address} is not a valid sender address; check the From address "
-        "of your mail account.",
+        "bad_sender": "501 5.1.7 {address} is not a valid sender address; check the From address of your mail account.",
         "too_big": "552 5.3.4 The message is too big (the limit is {limit} MB); nothing was sent. "
         "Make the attachments smaller or share them as a link.",
         "idle": "421 4.4.2 Closing the connection: nothing was received for too long.",
@@ -154,13 +134,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "Réessayez dans quelques minutes.",
         "upstream_lost": "451 4.4.2 La connexion au serveur d'envoi a été perdue avant qu'il confirme "
         "le message ; renvoyez-le.",
-        "routing": "553 5.7.1 Pas d'envoi à {address} : {why}. "
-        "Utilisez une adresse simple comme nom@exemple.fr.",
+        "routing": "553 5.7.1 Pas d'envoi à {address} : {why}. Utilisez une adresse simple comme nom@exemple.fr.",
         "bad_address": "501 5.1.3 {address} n'est pas une adresse e-mail valide ({why}).",
         "auth_needed": "530 5.7.0 Identifiez-vous d'abord : le serveur sortant (SMTP) doit utiliser "
         "l'authentification avec votre identifiant et mot de passe habituels.",
-        "too_many": "452 4.5.3 Trop de destinataires dans un même message ; "
-        "envoyez les autres dans un second message.",
+        "too_many": "452 4.5.3 Trop de destinataires dans un même message ; envoyez les autres dans un second message.",
         "auth_unavailable": "454 4.7.0 Impossible de vérifier votre mot de passe pour l'instant (le serveur "
         "d'envoi ne répond pas) ; réessayez dans quelques minutes.",
         "auth_failed": "535 5.7.8 Identifiant ou mot de passe refusé.",

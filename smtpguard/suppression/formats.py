@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote
 
-from .addresses import AddressError, MatchRules, address_key, parse_entry
-from .store import EntryRow
+from smtpguard.suppression.addresses import AddressError, MatchRules, address_key, parse_entry
+from smtpguard.suppression.store import EntryRow
 
 __all__ = [
     "FileStats",
@@ -201,9 +201,7 @@ def _looks_like_address(cell: str) -> bool:
     return 0 <= at < len(cell) - 3 and "." in cell[at:]
 
 
-def find_column(
-    rows: Sequence[Sequence[str]], column: str | None, name: str
-) -> tuple[int, int, int, bool]:
+def find_column(rows: Sequence[Sequence[str]], column: str | None, name: str) -> tuple[int, int, int, bool]:
     """(header row index, address column, header width, headerless) of sample rows.
 
     The header is the first non-blank row as wide as most rows (title lines
@@ -474,7 +472,7 @@ def _careful_csv(
         # opened it and read the lines it swallowed again (quotes are lost).
         lines = text.splitlines()
         careful.stats.rows += 1
-        careful.reject(start, lines[0], f"unbalanced quote (\"), the field runs to line {end}")
+        careful.reject(start, lines[0], f'unbalanced quote ("), the field runs to line {end}')
         reread = csv.reader(lines[1:], **_dialect(layout.delimiter))
         for n, again in enumerate(reread, start + 1):
             yield from _careful_csv(careful, layout, again, n, n, added)

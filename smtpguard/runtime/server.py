@@ -18,20 +18,19 @@ import ssl
 from dataclasses import replace
 from pathlib import Path
 
-from . import config
-from .audit import AuditWriter
-from .config import ConfigError, Endpoint, Settings
-from .notify import monotonic_usec, notify, watchdog_interval
-from .relay import Guard, GuardSMTP, RelayContext
-from .safety import relay_problems
-from .store import SQLiteStore, StoreError, open_store
-from .watch import watch_folder
+from smtpguard import config
+from smtpguard.config import ConfigError, Endpoint, Settings
+from smtpguard.runtime.safety import relay_problems
+from smtpguard.runtime.systemd import monotonic_usec, notify, watchdog_interval
+from smtpguard.smtp.audit import AuditWriter
+from smtpguard.smtp.relay import Guard, GuardSMTP, RelayContext
+from smtpguard.suppression.store import SQLiteStore, StoreError, open_store
+from smtpguard.suppression.watch import watch_folder
 
 log = logging.getLogger("smtpguard.server")
 
 STOP_DEADLINE = 30.0  # seconds given to transactions in flight at SIGTERM
-_LISTENER_KEYS = ("listen", "smtps_listen", "tls_cert", "tls_key", "hostname", "timeout",
-                  "max_message_size", "auth")
+_LISTENER_KEYS = ("listen", "smtps_listen", "tls_cert", "tls_key", "hostname", "timeout", "max_message_size", "auth")
 
 
 class RelayRefused(Exception):
@@ -209,9 +208,15 @@ async def serve_forever(settings: Settings, *, config_path: Path | None = None, 
     # Always running: it idles without a folder, so a reload can set one.
     tasks.append(asyncio.create_task(watch_folder(relay.ctx), name="watch"))
     notify("READY=1", f"STATUS=listening on {', '.join(map(str, relay.endpoints))}")
-    log.info("smtpguard ready (mode %s, auth %s, upstream %s:%d, list %s with %d entries)", settings.policy.mode,
-             settings.server.auth, settings.upstream.host, settings.upstream.port, settings.store.path,
-             await relay.ctx.store.count())
+    log.info(
+        "smtpguard ready (mode %s, auth %s, upstream %s:%d, list %s with %d entries)",
+        settings.policy.mode,
+        settings.server.auth,
+        settings.upstream.host,
+        settings.upstream.port,
+        settings.store.path,
+        await relay.ctx.store.count(),
+    )
     await stop.wait()
     notify("STOPPING=1")
     log.info("stopping: finishing transactions in flight (up to %.0f s)", STOP_DEADLINE)

@@ -35,9 +35,7 @@ _SPECIAL_USE = frozenset(SPECIAL_USE_DOMAIN_NAMES)
 # (so no Punycode and no reserved R-LDH labels) and whose TLD is letters only.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_FAST_ADDRESS = re.compile(
-    rf"({_ATEXT}+(?:\.{_ATEXT}+)*)@((?:{_LABEL}\.)+[a-z]{{2,63}})"
-)
+_FAST_ADDRESS = re.compile(rf"({_ATEXT}+(?:\.{_ATEXT}+)*)@((?:{_LABEL}\.)+[a-z]{{2,63}})")
 _FAST_DOMAIN = re.compile(rf"(?:{_LABEL}\.)+[a-z]{{2,63}}")
 
 
@@ -193,9 +191,7 @@ def domain_key(domain: str, rules: MatchRules = DEFAULT_RULES) -> str:
     else:
         # Validate the domain the same way as an address's, with a stand-in local part.
         try:
-            ascii_domain = validate_email(
-                f"x@{text}", check_deliverability=False, allow_smtputf8=True
-            ).ascii_domain
+            ascii_domain = validate_email(f"x@{text}", check_deliverability=False, allow_smtputf8=True).ascii_domain
         except EmailNotValidError as exc:
             raise AddressError(str(exc).replace("after the @-sign", "in the domain")) from None
     return f"@{_domain_key(ascii_domain, rules)}"

@@ -21,7 +21,8 @@ from typing import Any
 
 import aiosqlite
 
-from ..addresses import AddressError, MatchRules, rekey
+from smtpguard.suppression.addresses import AddressError, MatchRules, rekey
+
 from .base import (
     AddResult,
     EntryRow,
@@ -174,8 +175,7 @@ class SQLiteStore:
         version = int(row[0]) if row else 0
         if version > len(MIGRATIONS):
             raise sqlite3.DatabaseError(
-                f"schema version {version} is newer than this smtpguard knows ({len(MIGRATIONS)});"
-                " upgrade smtpguard"
+                f"schema version {version} is newer than this smtpguard knows ({len(MIGRATIONS)}); upgrade smtpguard"
             )
         for target in range(version + 1, len(MIGRATIONS) + 1):
             await db.execute("BEGIN IMMEDIATE")
@@ -209,9 +209,7 @@ class SQLiteStore:
         async with self._transaction():
             if row is not None:
                 changed = await self._rekey(rules)
-            await self._db.execute(
-                "INSERT OR REPLACE INTO meta (name, value) VALUES ('rules', ?)", (tag,)
-            )
+            await self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('rules', ?)", (tag,))
         return changed
 
     async def _rekey(self, rules: MatchRules) -> int:
@@ -232,9 +230,7 @@ class SQLiteStore:
                 key = old_key
             changed += key != old_key
             fresh.append((key, kind, None if original == key else original, batch))
-        await self._db.executemany(
-            "INSERT OR IGNORE INTO entries (key, kind, original, batch) VALUES (?,?,?,?)", fresh
-        )
+        await self._db.executemany("INSERT OR IGNORE INTO entries (key, kind, original, batch) VALUES (?,?,?,?)", fresh)
         return changed
 
     async def add_entries(self, rows: Iterable[EntryRow], *, commit: bool = True) -> AddResult:
@@ -282,9 +278,7 @@ class SQLiteStore:
         removed: list[str] = []
         async with self._transaction():
             for key in keys:
-                async with self._db.execute(
-                    "DELETE FROM entries WHERE key = ? RETURNING key", (key,)
-                ) as cur:
+                async with self._db.execute("DELETE FROM entries WHERE key = ? RETURNING key", (key,)) as cur:
                     if await cur.fetchone() is not None:
                         removed.append(key)
         return removed
@@ -304,9 +298,7 @@ class SQLiteStore:
             return None
         return most_specific(map(_entry, found), keys, today or utc_today())
 
-    async def entries(
-        self, source: str | None = None, search: str | None = None
-    ) -> AsyncIterator[StoredEntry]:
+    async def entries(self, source: str | None = None, search: str | None = None) -> AsyncIterator[StoredEntry]:
         where, args = [], []
         if source is not None:
             where.append("b.source = ?")

@@ -1,0 +1,26 @@
+"""Recipient -> the entry that blocks it: the one question the relay asks the list."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smtpguard.suppression.addresses import MatchRules, address_key, lookup_keys, recipient_key
+from smtpguard.suppression.store import Store, StoredEntry
+
+
+async def check_address(store: Store, address: str, rules: MatchRules) -> StoredEntry | None:
+    """The entry blocking a plain address, or None (AddressError when unparsable)."""
+    return await store.match(lookup_keys(address_key(address, rules, strict=False)))
+
+
+async def check_recipient(store: Store, path: str, rules: MatchRules) -> StoredEntry | None:
+    """Like check_address for an RCPT TO path (RoutingRefused for %, ! and literals)."""
+    return await store.match(lookup_keys(recipient_key(path, rules)))
+
+
+@dataclass(frozen=True, slots=True)
+class Suppressed:
+    """A recipient the list matched, kept with the entry for texts and the audit log."""
+
+    address: str
+    entry: StoredEntry
