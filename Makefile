@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run demo serve test lint bench clean
+.PHONY: run demo serve test lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,21 @@ run: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/smtpguard demo
 
-test: $(VENV)/.installed-test
+# The relay with the configuration ($$SMTPGUARD_CONFIG or /etc/smtpguard/smtpguard.toml).
+serve: $(VENV)/.installed
+	$(BIN)/smtpguard serve
+
+# What `make test` enforces before the tests: lint, formatting, strict types (package, tests, bench).
+lint: $(VENV)/.installed-test
 	$(BIN)/ruff check smtpguard tests bench
+	$(BIN)/ruff format --check smtpguard tests bench
 	$(BIN)/mypy
+
+format: $(VENV)/.installed-test
+	$(BIN)/ruff check --fix smtpguard tests bench
+	$(BIN)/ruff format smtpguard tests bench
+
+test: lint
 	$(BIN)/pytest -q
 
 bench: $(VENV)/.installed

@@ -13,7 +13,7 @@ import base64
 import contextlib
 import smtplib
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,6 +46,11 @@ def message(to: str = "bob@ok.example", cc: str = "", subject: str = "Quarterly 
         "",
     ]
     return "\r\n".join(lines).encode()
+
+
+def as_bytes(text: bytes | str) -> bytes:
+    """smtplib's exceptions carry the server's text as bytes, or str when it made it up."""
+    return text if isinstance(text, bytes) else text.encode()
 
 
 def port_of(relay: Relay, index: int = 0) -> int:
@@ -111,7 +116,7 @@ async def relay_for(
     certs: Certs,
     blocked: tuple[str, ...] = ("jane.doe@example.com",),
     **sections: dict[str, Any],
-):  # type: ignore[no-untyped-def]
+) -> AsyncIterator[Relay]:
     """A relay in front of a custom upstream (the `make_relay` fixture uses the default one)."""
     settings = relay_settings(tmp, up, certs, **sections)
     await add_entries(settings.store.path, *blocked)

@@ -67,6 +67,7 @@ class Upstream:
     ) -> str:
         if self.hangup_at_mail:
             self.hangup_at_mail -= 1
+            assert server.transport is not None
             server.transport.close()  # a server that timed the idle session out just now
             return "421 4.4.2 gone"  # never reaches the client: the connection is closed
         envelope.mail_from = address
@@ -93,7 +94,7 @@ class Upstream:
             return self.data_reply
         user = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
         self.received.append(
-            Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content or b"", user)
+            Received(envelope.mail_from or "", list(envelope.rcpt_tos), envelope.original_content or b"", user)
         )
         return f"250 2.0.0 Ok: queued as Q{len(self.received)}"
 
@@ -127,7 +128,7 @@ class Certs:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
 
-class _CountingSMTP(SMTP):  # type: ignore[misc]
+class _CountingSMTP(SMTP):
     """Keeps `Upstream.connections` / `open_sessions` up to date."""
 
     counted = False

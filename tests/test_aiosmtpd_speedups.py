@@ -19,7 +19,8 @@ from .smtp_fixtures import Upstream
 
 
 def shape(smtp: SMTP) -> tuple[Any, ...]:
-    auth = {name: (impl.method.__func__.__qualname__, impl.is_builtin) for name, impl in smtp._auth_methods.items()}
+    methods = smtp._auth_methods.items()
+    auth = {name: (impl.method.__func__.__qualname__, impl.is_builtin) for name, impl in methods}  # type: ignore[attr-defined]
     return auth, smtp._ehlo_hook_ver, sorted(smtp._handle_hooks), sorted(smtp._smtp_methods)
 
 
@@ -32,11 +33,11 @@ async def test_same_result_as_stock_inspect() -> None:
         lambda: GuardSMTP(Guard(ctx), ctx, loop=loop, hostname="h", auth_exclude_mechanism=["LOGIN"]),
         lambda: SMTP(Upstream(), loop=loop, hostname="h", authenticator=Upstream().authenticate),
     ]
-    fast = [shape(make()) for make in makers]
+    fast = [shape(make()) for make in makers]  # type: ignore[no-untyped-call]
     shim = aiosmtpd.smtp.inspect  # type: ignore[attr-defined]
     aiosmtpd.smtp.inspect = inspect  # type: ignore[attr-defined]
     try:
-        stock = [shape(make()) for make in makers]
+        stock = [shape(make()) for make in makers]  # type: ignore[no-untyped-call]
     finally:
         aiosmtpd.smtp.inspect = shim  # type: ignore[attr-defined]
     assert fast == stock

@@ -11,6 +11,7 @@ import csv
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -345,7 +346,7 @@ def test_csv_round_trip(
     tmp_path: Path,
     rows: list[tuple[str, str]],
     delimiter: str,
-    quoting: int,
+    quoting: Literal[0, 1, 2, 3],
     encoding: str,
     newline: str,
     email_first: bool,

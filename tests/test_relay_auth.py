@@ -15,7 +15,7 @@ from smtpguard.suppression.addresses import MatchRules
 from smtpguard.suppression.store import open_store
 
 from .conftest import RelayFactory
-from .relay_helpers import SENDER, aio, blocking_client, closed_port, in_thread, mail_reply, message, port_of
+from .relay_helpers import SENDER, aio, as_bytes, blocking_client, closed_port, in_thread, mail_reply, message, port_of
 from .smtp_fixtures import Upstream
 
 # -- passthrough ---------------------------------------------------------------------
@@ -67,7 +67,10 @@ async def test_passthrough_wrong_password_relays_upstream_535(make_relay: RelayF
             try:
                 s.login("alice", "wrong")
             except smtplib.SMTPAuthenticationError as exc:
-                code, text = exc.smtp_code, exc.smtp_error
+                code, text = (
+                    exc.smtp_code,
+                    as_bytes(exc.smtp_error),
+                )
             else:
                 raise AssertionError("login should fail")
             mail_code = s.mail(SENDER)[0]

@@ -17,6 +17,7 @@ from .relay_helpers import (
     SENDER,
     Raw,
     aio,
+    as_bytes,
     audit_events,
     blocking_client,
     closed_port,
@@ -107,7 +108,7 @@ async def test_upstream_data_failure_smtplib(make_relay: RelayFactory, upstream:
             try:
                 s.sendmail(SENDER, ["bob@ok.example"], message())
             except smtplib.SMTPDataError as exc:
-                return exc.smtp_code, exc.smtp_error
+                return exc.smtp_code, as_bytes(exc.smtp_error)
             raise AssertionError("DATA should fail")
         finally:
             s.quit()

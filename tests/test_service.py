@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -93,9 +93,9 @@ class Notifications:
 
 
 @pytest.fixture
-def notifications(tmp_path: Path) -> AsyncIterator[Notifications]:
+def notifications(tmp_path: Path) -> Iterator[Notifications]:
     n = Notifications(tmp_path / "notify.sock")
-    yield n  # type: ignore[misc]
+    yield n
     n.sock.close()
 
 

@@ -23,7 +23,7 @@ import typer
 from smtpguard import __version__, config
 from smtpguard.config import ConfigError, Settings
 from smtpguard.suppression.addresses import AddressError, Entry, parse_entry
-from smtpguard.suppression.store import EntryRow, SQLiteStore, StoredEntry, StoreError, open_store, utc_now
+from smtpguard.suppression.store import EntryRow, Store, StoredEntry, StoreError, connect, utc_now
 from smtpguard.suppression.verdict import check_address
 
 T = TypeVar("T")
@@ -88,9 +88,9 @@ def settings_for(config_path: Path | None, db: Path | None) -> Settings:
 
 
 @asynccontextmanager
-async def opened(settings: Settings, *, create: bool = True) -> AsyncIterator[SQLiteStore]:
+async def opened(settings: Settings, *, create: bool = True) -> AsyncIterator[Store]:
     """The configured store, closed on the way out whatever happens."""
-    store = await open_store(settings.store.path, settings.matching, create=create)
+    store = await connect(settings, create=create)
     try:
         yield store
     finally:

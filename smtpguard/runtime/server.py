@@ -24,7 +24,7 @@ from smtpguard.runtime.safety import relay_problems
 from smtpguard.runtime.systemd import monotonic_usec, notify, watchdog_interval
 from smtpguard.smtp.audit import AuditWriter
 from smtpguard.smtp.relay import Guard, GuardSMTP, RelayContext
-from smtpguard.suppression.store import SQLiteStore, StoreError, open_store
+from smtpguard.suppression.store import Store, StoreError, connect
 from smtpguard.suppression.watch import watch_folder
 
 log = logging.getLogger("smtpguard.server")
@@ -53,7 +53,7 @@ def server_tls_context(settings: Settings) -> ssl.SSLContext | None:
 class Relay:
     """The running relay: its listeners and the context its sessions share."""
 
-    def __init__(self, settings: Settings, store: SQLiteStore) -> None:
+    def __init__(self, settings: Settings, store: Store) -> None:
         self.ctx = RelayContext(settings=settings, store=store, audit=AuditWriter(store))
         self.guard = Guard(self.ctx)
         self.listeners: list[asyncio.Server] = []
@@ -64,7 +64,7 @@ class Relay:
         problems = relay_problems(settings)
         if problems:
             raise RelayRefused("refusing to start: " + "; ".join(problems))
-        store = await open_store(settings.store.path, settings.matching)
+        store = await connect(settings)
         relay = cls(settings, store)
         try:
             relay.listeners, relay.endpoints = await relay._bind(settings)

@@ -1,8 +1,13 @@
-"""Where the suppression list, the audit log and local users live."""
+"""Where the suppression list, the audit log and local users live.
+
+`connect(settings)` is the one place a backend is chosen; everything above
+it (relay, CLI, watched folder) sees only the `Store` protocol.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from smtpguard.suppression.addresses import MatchRules
 from smtpguard.suppression.store.base import (
@@ -18,6 +23,9 @@ from smtpguard.suppression.store.base import (
 )
 from smtpguard.suppression.store.sqlite import SQLiteStore
 
+if TYPE_CHECKING:
+    from smtpguard.config import Settings
+
 __all__ = [
     "AddResult",
     "EntryRow",
@@ -27,6 +35,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoredEntry",
+    "connect",
     "open_store",
     "utc_now",
     "utc_today",
@@ -42,3 +51,8 @@ async def open_store(path: Path | str, rules: MatchRules, *, create: bool = True
         await store.close()
         raise
     return store
+
+
+async def connect(settings: Settings, *, create: bool = True) -> Store:
+    """The store the configuration names (`create=False`: it must exist already)."""
+    return await open_store(settings.store.path, settings.matching, create=create)
