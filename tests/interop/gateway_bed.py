@@ -28,6 +28,7 @@ import email
 import email.policy
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -335,7 +336,11 @@ class MailPostfix(PrivatePostfix):
         self._write_cf()
         self._write_tables()
         if self.started:
+            offset = self.mark().log_offset
             self._run(POSTFIX, "-c", str(self.etc), "reload")
+            deadline = time.monotonic() + START_TIMEOUT
+            while "reload -- version" not in self.log_text(offset) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     # -- what happened -------------------------------------------------------------------
 
@@ -415,6 +420,10 @@ class MailPostfix(PrivatePostfix):
         await self.wait_until(f"logging {needle!r}", lambda: needle in self.log_text(offset), timeout)
         return self.log_text(offset)
 
+    def client_cert_subjects(self, since: Mark | None = None) -> list[str]:
+        """CNs of the verified client certificates smtpd saw since `since` (needs smtpd_tls_loglevel 2)."""
+        return re.findall(r"\]: subject_CN=([^,]*), issuer=", self.log_text(since.log_offset if since else 0))
+
     def diagnostics(self, since: Mark | None = None) -> str:
         log = self.log_text(since.log_offset if since else 0)
         queue = self.queue_listing() if self.started else "(not running)"
@@ -480,7 +489,7 @@ def nexthop_settings(certs: BedCerts, etc: Path, *, tls: str, client_cert: Clien
         "smtpd_tls_ask_ccert": "no" if client_cert == "none" else "yes",
         "smtpd_tls_req_ccert": "yes" if client_cert == "require" else "no",
         "smtpd_tls_fingerprint_digest": "sha256",
-        "smtpd_tls_loglevel": "1",
+        "smtpd_tls_loglevel": "2",  # 2: logs `subject_CN=..., issuer=..., fingerprint=...`
         "smtpd_tls_received_header": "yes",  # `(Client CN "...", Issuer "..." (verified OK))`
         "smtpd_client_restrictions": checks[client_cert],
     }
