@@ -61,6 +61,7 @@ from .mta import (
 )
 
 WAIT_TIMEOUT = 15.0
+POSTSUPER = "/usr/sbin/postsuper"
 NOBODY = 65534  # owner of the maildirs: the virtual delivery agent refuses root
 
 ORG_DOMAIN = "corp.example"
@@ -240,6 +241,7 @@ class MailPostfix(PrivatePostfix):
         self.mail = root / "mail"
         self.extra = dict(extra)  # main.cf settings of this role, written after the common ones
         self.tables: dict[str, str] = {}  # etc/<name> -> content, postmap'ed as hash tables
+        self.initial: tuple[dict[str, str], dict[str, str]] = ({}, {})  # (extra, tables) once started
 
     def main_cf(self) -> str:
         common = {
@@ -294,6 +296,7 @@ class MailPostfix(PrivatePostfix):
                 self._write_tables()  # postmap reads main.cf
                 self._run(POSTFIX, "-c", str(self.etc), "check")
             if self._launch(fail=False):
+                self.initial = (dict(self.extra), dict(self.tables))
                 return
         raise RuntimeError(f"Postfix did not listen on 127.0.0.1:{self.port}\n{self.diagnostics()}")
 
@@ -333,6 +336,9 @@ class MailPostfix(PrivatePostfix):
         """
         self.extra.update(settings)
         self.tables.update(tables or {})
+        self._apply()
+
+    def _apply(self) -> None:
         self._write_cf()
         self._write_tables()
         if self.started:
@@ -341,6 +347,17 @@ class MailPostfix(PrivatePostfix):
             deadline = time.monotonic() + START_TIMEOUT
             while "reload -- version" not in self.log_text(offset) and time.monotonic() < deadline:
                 time.sleep(0.05)
+
+    def reset(self) -> None:
+        """Running again, with its first settings and an empty queue (what a failed test may leave behind)."""
+        if not self.started:
+            self.start()
+        extra, tables = self.initial
+        if (self.extra, self.tables) != (extra, tables):
+            self.extra, self.tables = dict(extra), dict(tables)
+            self._apply()
+        if self.queued():
+            self._run(POSTSUPER, "-c", str(self.etc), "-d", "ALL")
 
     # -- what happened -------------------------------------------------------------------
 
@@ -541,6 +558,11 @@ class GatewayBed:
             {"ccert_access": ccert_table(pinned)},
         )
 
+    def reset(self) -> None:
+        """Both instances running, with their first settings and empty queues."""
+        for pf in self.started:
+            pf.reset()
+
     def cleanup(self) -> None:
         try:
             for pf in self.started:
@@ -606,6 +628,11 @@ def gateway_bed() -> Iterator[GatewayBed]:
 
 
 @pytest.fixture
-def bed_mark(gateway_bed: GatewayBed) -> BedMark:
-    """The shared bed as this test starts: only what comes after is this test's."""
-    return gateway_bed.mark()
+def bed_mark(gateway_bed: GatewayBed) -> Iterator[BedMark]:
+    """The shared bed as this test starts: only what comes after is this test's.
+
+    Afterwards the bed is reset (running, first settings, queues emptied), so that a
+    failed test leaves nothing for the next one.
+    """
+    yield gateway_bed.mark()
+    gateway_bed.reset()
