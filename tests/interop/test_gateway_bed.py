@@ -26,9 +26,9 @@ from .gateway_bed import (
     BedMark,
     GatewayBed,
     bed_mark,
-    flat,
     gateway_bed,
 )
+from .mailpostfix import flat
 from .mta import LOOPBACK, swaks
 
 __all__ = ["bed_mark", "gateway_bed"]  # the bed's fixtures, used by name below
@@ -224,3 +224,11 @@ async def test_nexthop_checks_the_client_certificate(gateway_bed: GatewayBed, be
     assert bed.nexthop.client_cert_subjects(mark.nexthop) == [GATEWAY_NAME, "intruder.example", "intruder.example"]
     await bed.nexthop.wait_queue_empty()
     assert len(bed.nexthop.messages(mark.nexthop)) == 2, bed.diagnostics(mark)
+
+
+async def test_nexthop_refuses_what_its_own_table_says(gateway_bed: GatewayBed, bed_mark: BedMark) -> None:
+    bed, certs = gateway_bed, gateway_bed.certs
+    bed.nexthop.configure({}, {"recipient_access": f"{ALLOWED} REJECT 5.7.1 tenant says no\n"})
+    tls = ("--tls-cert", str(certs.gateway.cert_file), "--tls-key", str(certs.gateway.key_file))
+    code, errors = await nexthop_swaks(bed, *tls)
+    assert code == 24 and errors == [f"554 5.7.1 <{ALLOWED}>: Recipient address rejected: tenant says no"]
