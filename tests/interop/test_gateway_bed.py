@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import os
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import aiosmtplib
@@ -27,11 +27,12 @@ from .gateway_bed import (
     GatewayBed,
     bed_mark,
     gateway_bed,
+    make_gateway_bed,
 )
 from .mailpostfix import flat
 from .mta import LOOPBACK, swaks
 
-__all__ = ["bed_mark", "gateway_bed"]  # the bed's fixtures, used by name below
+__all__ = ["bed_mark", "gateway_bed", "make_gateway_bed"]  # the bed's fixtures, used by name below
 
 pytestmark = pytest.mark.interop
 
@@ -54,13 +55,14 @@ class StandIn:
 
     bed: GatewayBed
     refuse: dict[str, str]
+    starttls: bool = True
     server: asyncio.Server | None = None
     sessions: list[SMTP] = field(default_factory=list)
     client_cns: list[str] = field(default_factory=list)  # CN of the certificate ORG presented, per message
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        tls = self.bed.certs.server_context(self.bed.certs.gateway, ask_client_cert=True)
+        tls = self.bed.certs.server_context(self.bed.certs.gateway, ask_client_cert=True) if self.starttls else None
 
         def factory() -> SMTP:
             proto = SMTP(self, loop=loop, hostname=GATEWAY_NAME, tls_context=tls, require_starttls=False)
@@ -232,3 +234,29 @@ async def test_nexthop_refuses_what_its_own_table_says(gateway_bed: GatewayBed, 
     tls = ("--tls-cert", str(certs.gateway.cert_file), "--tls-key", str(certs.gateway.key_file))
     code, errors = await nexthop_swaks(bed, *tls)
     assert code == 24 and errors == [f"554 5.7.1 <{ALLOWED}>: Recipient address rejected: tenant says no"]
+
+
+async def test_org_requiring_tls_waits_for_a_gateway_that_offers_it(
+    make_gateway_bed: Callable[..., GatewayBed],
+) -> None:
+    bed = make_gateway_bed(org_tls="encrypt", nexthop_client_cert="require")
+    mark = bed.mark()
+    plain = StandIn(bed, {}, starttls=False)
+    await plain.start()
+    try:
+        token, body = message()
+        run = await swaks(bed.org.port, "--from", SENDER, "--to", ALLOWED, *body)
+        assert run.returncode == 0, f"{run}\n{bed.diagnostics(mark)}"
+        assert "TLS is required, but was not offered" in await bed.org.wait_deferred(ALLOWED)
+    finally:
+        await plain.stop()
+    tls = StandIn(bed, {})
+    await tls.start()
+    try:
+        bed.org.flush()
+        [delivered] = await bed.nexthop.wait_messages(1, mark.nexthop, to=ALLOWED)
+        await bed.org.wait_queue_empty()
+    finally:
+        await tls.stop()
+    assert delivered.subject == token and tls.client_cns == [ORG_NAME], bed.diagnostics(mark)
+    assert "TLS connection established to 127.0.0.1" in bed.org.log_text(mark.org.log_offset)
