@@ -18,6 +18,10 @@ Both Postfix instances are private (`postfix -c DIR`, see mta.py) and on 127.0.0
   recognises smtpguard's certificate).  Every domain is a local maildir.
 
 Each delivered message is one file in the instance's maildir (mailpostfix.py).
+
+Use from a test module: `from .gateway_bed import bed_mark, gateway_bed, make_gateway_bed`
+(see test_gateway_bed.py).  A session fixture imported into two modules starts one bed
+per module; importing the fixtures in conftest.py instead would share one.
 """
 
 from __future__ import annotations
@@ -229,8 +233,12 @@ def start_bed(
     certs = BedCerts(root / "certs")
     pinned = [certs.gateway] if pinned is None else pinned
     port = gateway_port or free_port()
-    nexthop = MailPostfix(root / "nexthop", "nexthop.test", {})
-    nexthop.extra = nexthop_settings(certs, nexthop.etc, tls=nexthop_tls, client_cert=nexthop_client_cert)
+    nexthop_root = root / "nexthop"
+    nexthop = MailPostfix(
+        nexthop_root,
+        "nexthop.test",
+        nexthop_settings(certs, nexthop_root / "etc", tls=nexthop_tls, client_cert=nexthop_client_cert),
+    )
     nexthop.tables["ccert_access"] = ccert_table(pinned)
     org = MailPostfix(
         root / "org",
