@@ -22,11 +22,12 @@ Settings (the `[[sync]]` entries the config step maps onto these classes):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import email.utils
 import re
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -121,7 +122,8 @@ class Http:
         """Stream a 200 answer's body into `dest` (rewritten on each attempt); its size."""
 
         async def once() -> int:
-            async with self.client.stream("GET", url, **kwargs) as response:
+            # Published exports often redirect (httpx drops Authorization across origins).
+            async with self.client.stream("GET", url, follow_redirects=True, **kwargs) as response:
                 self._check(name, url, response)
                 size = 0
                 with dest.open("wb") as out:
@@ -173,6 +175,15 @@ def _items(name: str, value: Any, what: str) -> list[Any]:
     return value
 
 
+@contextlib.contextmanager
+def _answers(name: str) -> Iterator[None]:
+    """An answer of the wrong shape is one clear error, not a traceback."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise ConnectorError(f"{name}: unexpected answer ({type(exc).__name__}: {exc})") from None
+
+
 def _no_progress(name: str) -> ConnectorError:
     return ConnectorError(f"{name}: paging does not advance (the same page came back twice)")
 
@@ -195,6 +206,10 @@ class HubSpotOptOuts:
     page_size: int = 200  # the search API's maximum
 
     async def fetch(self, http: Http) -> list[str]:
+        with _answers(self.provider):
+            return await self._fetch(http)
+
+    async def _fetch(self, http: Http) -> list[str]:
         url = f"{self.base_url.rstrip('/')}/crm/v3/objects/contacts/search"
         headers = {"Authorization": f"Bearer {self.token}"}
         found: list[str] = []
@@ -253,6 +268,10 @@ class LemlistUnsubscribes:
     page_size: int = 100  # lemlist's maximum
 
     async def fetch(self, http: Http) -> list[str]:
+        with _answers(self.provider):
+            return await self._fetch(http)
+
+    async def _fetch(self, http: Http) -> list[str]:
         url = self.base_url.rstrip("/") + self.path
         found: list[str] = []
         offset = 0
@@ -306,6 +325,10 @@ class MailchimpUnsubscribed:
         return f"https://{center}.api.mailchimp.com"
 
     async def fetch(self, http: Http) -> list[str]:
+        with _answers(self.provider):
+            return await self._fetch(http)
+
+    async def _fetch(self, http: Http) -> list[str]:
         if not _LIST_ID.fullmatch(self.list_id):
             raise ConnectorError(f"mailchimp: {self.list_id!r} is not an audience ID")
         url = f"{self.root()}/3.0/lists/{self.list_id}/members"
@@ -319,7 +342,10 @@ class MailchimpUnsubscribed:
                 members = _items(self.provider, data.get("members") if isinstance(data, dict) else None, "members")
                 found += [m["email_address"].strip() for m in members if isinstance(m.get("email_address"), str)]
                 offset += len(members)
-                if not members or offset >= int(data.get("total_items", 0)):
+                total = data.get("total_items")
+                if not isinstance(total, int):
+                    raise ConnectorError("mailchimp: unexpected answer (no total_items)")
+                if not members or offset >= total:
                     break
         return found
 

@@ -36,8 +36,9 @@ class DropGuard:
     max_fraction: float = 0.5
     allowance: int = 10
 
-    def check(self, source: str, current: int, removing: int) -> None:
-        if current and removing >= current:
+    def check(self, source: str, current: int, removing: int, after: int) -> None:
+        """`current` entries now, `removing` of them going, `after` entries left once done."""
+        if current and not after:
             raise SyncRefused(
                 f"source {source!r}: the fetch would remove all {current} entries (an empty or broken "
                 "export?); nothing changed. Force the sync to accept it."
@@ -64,6 +65,7 @@ class SyncResult:
 class Plan:
     """What a sync will do, computed off the event loop."""
 
+    wanted: int
     add: list[EntryRow]
     remove: list[str]
     renew: list[str]  # expired entries of this source that are wanted again
@@ -85,17 +87,22 @@ def _wanted(values: Iterable[str], rules: MatchRules) -> tuple[dict[str, Entry],
 
 
 def plan_sync(
-    source: str, current: Sequence[StoredEntry], values: Iterable[str], rules: MatchRules, *, today: str, now: str
+    source: str,
+    current: Sequence[StoredEntry],
+    values: Iterable[str],
+    rules: MatchRules,
+    *,
+    today: str,
+    now: str,
+    reason: str = SYNC_REASON,
 ) -> Plan:
     wanted, invalid = _wanted(values, rules)
     active = {e.key for e in current if e.active(today)}
     expired = {e.key for e in current} - active
-    add = [
-        EntryRow(k, e.kind, e.original, source, SYNC_REASON, now, None) for k, e in wanted.items() if k not in active
-    ]
+    add = [EntryRow(k, e.kind, e.original, source, reason, now, None) for k, e in wanted.items() if k not in active]
     remove = sorted(k for k in active | expired if k not in wanted)
     renew = sorted(k for k in expired if k in wanted)
-    return Plan(add, remove, renew, len(active & wanted.keys()), invalid)
+    return Plan(len(wanted), add, remove, renew, len(active & wanted.keys()), invalid)
 
 
 async def sync_source(
@@ -106,6 +113,7 @@ async def sync_source(
     rules: MatchRules,
     force: bool = False,
     guard: DropGuard | None = None,
+    reason: str = SYNC_REASON,
 ) -> SyncResult:
     """Make the entries of `source` exactly `values` (addresses or domains).
 
@@ -114,9 +122,12 @@ async def sync_source(
     address present in both never stops being blocked.
     """
     current = [e async for e in store.entries(source=source)]
-    plan = await asyncio.to_thread(plan_sync, source, current, list(values), rules, today=utc_today(), now=utc_now())
+    values = list(values)
+    plan = await asyncio.to_thread(
+        plan_sync, source, current, values, rules, today=utc_today(), now=utc_now(), reason=reason
+    )
     if not force:
-        (guard or DropGuard()).check(source, len(current), len(plan.remove))
+        (guard or DropGuard()).check(source, len(current), len(plan.remove), plan.wanted)
     if plan.renew:  # not blocking now (expired), so removing them first opens no gap
         await store.remove(plan.renew)
     result = await store.add_entries(plan.add)

@@ -236,3 +236,28 @@ def test_retry_after_reads_seconds_and_dates() -> None:
 
 def test_where_drops_credentials() -> None:
     assert where("https://user:pw@host.example:8443/a/b.csv?token=x#f") == "https://host.example:8443/a/b.csv"
+
+
+async def test_a_published_export_that_redirects_is_followed(stub: StubFactory, http: Http) -> None:
+    async def api(req: StubRequest) -> StubResponse:
+        if req.path == "/published":
+            return StubResponse(302, headers={"Location": "/files/export.csv"})
+        return StubResponse(200, EXPORT.encode())
+
+    server = await stub(api)
+    assert await CsvUrl(server.url + "/published").fetch(http) == ["jane.doe@example.com", "bob@example.org"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [{"results": [{"properties": {"email": "a@example.com"}}], "paging": {"next": {"after": "1"}}}, {"status": "ok"}],
+)
+async def test_an_answer_of_the_wrong_shape_is_one_clear_error(
+    stub: StubFactory, http: Http, answer: dict[str, object]
+) -> None:
+    async def api(req: StubRequest) -> StubResponse:
+        return StubResponse.of_json(answer)
+
+    server = await stub(api)
+    with pytest.raises(ConnectorError, match=r"^hubspot: unexpected answer"):
+        await HubSpotOptOuts("t", base_url=server.url).fetch(http)

@@ -103,3 +103,11 @@ async def test_a_connector_outage_leaves_the_list_as_it_was(store: SQLiteStore, 
     with pytest.raises(ConnectorError):
         await sync_source(store, "lemlist", await connector.fetch(http), rules=RULES)
     assert await keys(store, "lemlist") == {k("a@example.com"), k("c@example.com")}
+
+
+async def test_replacing_every_entry_of_a_small_source_is_not_emptying_it(store: SQLiteStore) -> None:
+    await seed(store, "csv", "left@example.com")
+    result = await sync_source(store, "csv", ["arrived@example.com"], rules=RULES, reason="in the weekly export")
+    assert (result.added, result.removed) == (1, 1)
+    hit = await store.match([k("arrived@example.com")])
+    assert hit is not None and hit.reason == "in the weekly export"
