@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 
 from smtpguard.suppression.addresses import AddressError, Entry, MatchRules, address_key, parse_entry
 from smtpguard.suppression.store import EntryRow, Store, StoredEntry, utc_now, utc_today
-from smtpguard.sync.webhooks import ReplayCache, WebhookEvent, WebhookRequest, WebhookSource, receive
+from smtpguard.sync.replay import ReplayCache
+from smtpguard.sync.webhooks import WebhookEvent, WebhookRequest, WebhookSource, receive
 
 SYNC_REASON = "unsubscribed"
 Lookup = Callable[[str], Awaitable[str | None]]

@@ -45,11 +45,12 @@ import hashlib
 import hmac
 import json
 import re
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from smtpguard.sync.replay import ReplayCache
 
 Provider = Literal["generic", "mailchimp", "hubspot", "lemlist", "brevo"]
 PROVIDERS: tuple[str, ...] = get_args(Provider)
@@ -125,41 +126,6 @@ class WebhookSource:
             raise ValueError(f"unknown webhook provider {self.provider!r} (one of {', '.join(PROVIDERS)})")
         if not self.secret:
             raise ValueError(f"webhook source {self.name!r} needs a secret")
-
-
-class ReplayCache:
-    """Keys seen recently (used signatures, receipts of unsigned deliveries), bounded.
-
-    `ttl` must exceed twice the timestamp tolerance so that a signature stays
-    remembered as long as its timestamp is accepted.  When full, the oldest key
-    goes first.
-    """
-
-    def __init__(self, ttl: float = 900.0, size: int = 20_000) -> None:
-        self.ttl = ttl
-        self.size = size
-        self._until: OrderedDict[str, float] = OrderedDict()
-
-    def seen(self, key: str, now: float) -> bool:
-        self._expire(now)
-        return key in self._until
-
-    def remember(self, key: str, now: float) -> None:
-        self._expire(now)
-        self._until[key] = now + self.ttl
-        self._until.move_to_end(key)
-        while len(self._until) > self.size:
-            self._until.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._until)
-
-    def _expire(self, now: float) -> None:
-        while self._until:
-            key, until = next(iter(self._until.items()))
-            if until > now:
-                return
-            del self._until[key]
 
 
 def receive(source: WebhookSource, request: WebhookRequest, *, now: float, replay: ReplayCache) -> Delivery:

@@ -15,9 +15,9 @@ import pytest
 from smtpguard.suppression.addresses import address_key
 from smtpguard.suppression.store import SQLiteStore, open_store
 from smtpguard.sync.connectors import Http, hubspot_lookup
+from smtpguard.sync.replay import ReplayCache
 from smtpguard.sync.sync import Applied, Lookup, process_webhook
 from smtpguard.sync.webhooks import (
-    ReplayCache,
     WebhookInvalid,
     WebhookRefused,
     WebhookRequest,
