@@ -155,6 +155,8 @@ class Http:
                 return await once()
             except _Retry as exc:
                 problem, wait = exc.problem, exc.wait
+            except httpx.UnsupportedProtocol:
+                raise ConnectorError(f"{name}: {where(url)} is not an http(s) URL") from None
             except httpx.TransportError as exc:  # refused, reset, timeouts, bad TLS
                 problem, wait = f"{type(exc).__name__}: {exc}".rstrip(": "), None
             if attempt < self.retry.attempts:

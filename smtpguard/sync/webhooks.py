@@ -80,7 +80,9 @@ class WebhookInvalid(WebhookError):
 @dataclass(frozen=True, slots=True)
 class WebhookRequest:
     method: str
-    url: str  # scheme://host/path?query as the provider called it (HubSpot signs it)
+    # scheme://host/path?query as the provider called it: HubSpot signs it, so behind a
+    # reverse proxy build it from the configured public base URL, not the Host header.
+    url: str
     headers: Mapping[str, str]
     body: bytes = b""
 

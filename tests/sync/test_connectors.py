@@ -261,3 +261,9 @@ async def test_an_answer_of_the_wrong_shape_is_one_clear_error(
     server = await stub(api)
     with pytest.raises(ConnectorError, match=r"^hubspot: unexpected answer"):
         await HubSpotOptOuts("t", base_url=server.url).fetch(http)
+
+
+async def test_a_url_that_is_not_http_is_not_retried(http: Http, sleeps: Sleeps) -> None:
+    with pytest.raises(ConnectorError, match=r"^csv: ftp://files\.example/x\.csv is not an http\(s\) URL$"):
+        await CsvUrl("ftp://files.example/x.csv").fetch(http)
+    assert sleeps == []
