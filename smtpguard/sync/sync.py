@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from smtpguard.suppression.addresses import AddressError, Entry, MatchRules, address_key, parse_entry
 from smtpguard.suppression.store import EntryRow, Store, StoredEntry, utc_now, utc_today
+from smtpguard.sync.connectors import Connector, Http
 from smtpguard.sync.replay import ReplayCache
 from smtpguard.sync.webhooks import WebhookEvent, WebhookRequest, WebhookSource, receive
 
@@ -141,6 +142,30 @@ async def sync_source(
         elsewhere=result.duplicates,
         invalid=plan.invalid,
     )
+
+
+async def pull(
+    store: Store,
+    source: str,
+    connector: Connector,
+    http: Http,
+    *,
+    rules: MatchRules,
+    force: bool = False,
+    guard: DropGuard | None = None,
+) -> SyncResult:
+    """One pull run: fetch the source's full list, then sync it (ConnectorError: nothing changed)."""
+    values = await connector.fetch(http)
+    return await sync_source(store, source, values, rules=rules, force=force, guard=guard,
+                             reason=f"unsubscribed ({connector.provider})")  # fmt: skip
+
+
+def next_delay(interval: float, failures: int, *, first_retry: float = 60.0) -> float:
+    """Seconds until the next run of a `[[sync]]` entry: its interval, or sooner after
+    failures (1 min, 2, 4, ...), never later than the interval."""
+    if failures <= 0:
+        return interval
+    return min(interval, first_retry * float(2 ** min(failures - 1, 30)))
 
 
 # --- webhook events --------------------------------------------------------------

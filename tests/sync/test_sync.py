@@ -7,7 +7,7 @@ import pytest
 from smtpguard.suppression.addresses import address_key
 from smtpguard.suppression.store import SQLiteStore
 from smtpguard.sync.connectors import ConnectorError, Http, LemlistUnsubscribes
-from smtpguard.sync.sync import DropGuard, SyncRefused, sync_source
+from smtpguard.sync.sync import DropGuard, SyncRefused, next_delay, pull, sync_source
 
 from .conftest import RULES, StubFactory, keys, seed
 from .stub_http import StubRequest, StubResponse
@@ -111,3 +111,21 @@ async def test_replacing_every_entry_of_a_small_source_is_not_emptying_it(store:
     assert (result.added, result.removed) == (1, 1)
     hit = await store.match([k("arrived@example.com")])
     assert hit is not None and hit.reason == "in the weekly export"
+
+
+async def test_pull_fetches_and_syncs_with_the_provider_as_reason(
+    store: SQLiteStore, stub: StubFactory, http: Http
+) -> None:
+    async def api(req: StubRequest) -> StubResponse:
+        return StubResponse.of_json([{"_id": "uns_1", "value": "a@example.com", "source": "user"}])
+
+    server = await stub(api)
+    result = await pull(store, "lemlist", LemlistUnsubscribes("key", base_url=server.url), http, rules=RULES)
+    assert result.added == 1
+    hit = await store.match([k("a@example.com")])
+    assert hit is not None and hit.reason == "unsubscribed (lemlist)"
+
+
+def test_failed_runs_are_retried_sooner_but_never_later_than_the_interval() -> None:
+    assert [next_delay(3600, n) for n in range(8)] == [3600, 60, 120, 240, 480, 960, 1920, 3600]
+    assert next_delay(300, 10**6) == 300
