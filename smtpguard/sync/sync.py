@@ -120,8 +120,8 @@ async def sync_source(
     """Make the entries of `source` exactly `values` (addresses or domains).
 
     Raises SyncRefused (nothing changed) when the drop guard trips and not
-    `force`.  New entries are written before old ones are removed, so an
-    address present in both never stops being blocked.
+    `force`.  New entries are written before old ones are removed: an address
+    that stays wanted is never off the list, even for a moment.
     """
     current = [e async for e in store.entries(source=source)]
     values = list(values)
