@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -128,7 +129,10 @@ class MicrosoftDelegated:
 
     def start_browser_flow(self, redirect_uri: str) -> dict[str, Any]:
         """Authorization code + PKCE (S256) and state; open `flow["auth_uri"]` in a browser."""
-        with calling_provider(self.account.name):
+        # Query mode on purpose: the pasted-address form needs the code in the URL, and PKCE
+        # makes a leaked code useless; MSAL's form_post advice is for web apps.
+        with calling_provider(self.account.name), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="response_mode='form_post'")
             flow: dict[str, Any] = self._load().initiate_auth_code_flow(
                 self.scopes, redirect_uri=redirect_uri, login_hint=self.account.mailbox or None
             )
