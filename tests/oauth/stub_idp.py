@@ -141,9 +141,9 @@ class StubIdP:
             claims |= {"iss": f"{self.base}/{self.tenant_id}/v2.0", "sub": oid, "oid": oid, "tid": self.tenant_id}
             claims |= {"preferred_username": grant.user, "name": grant.user, "ver": "2.0"}
             body["client_info"] = _b64url(json.dumps({"uid": oid, "utid": self.tenant_id}).encode())
-        body["id_token"] = ".".join(
-            _b64url(json.dumps(part).encode()) for part in ({"alg": "none", "typ": "JWT"}, claims)
-        ) + "."
+        body["id_token"] = (
+            ".".join(_b64url(json.dumps(part).encode()) for part in ({"alg": "none", "typ": "JWT"}, claims)) + "."
+        )
         return _json(200, body)
 
     # -- endpoints ---------------------------------------------------------------------

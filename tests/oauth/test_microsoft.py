@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from urllib.parse import parse_qsl, urlsplit
 from dataclasses import replace
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
