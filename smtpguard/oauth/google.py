@@ -97,9 +97,6 @@ class GoogleAuth:
         # Google rarely rotates; when it does, the new refresh token replaces the old one.
         return self._store(result, refresh_token=str(result.get("refresh_token") or saved["refresh_token"]))
 
-    def sign_out(self) -> bool:
-        return self.store.delete(self.account.name)
-
     def _post(self, **form: str) -> dict[str, Any]:
         form["client_id"] = self.account.client_id
         if self.account.client_secret:  # desktop clients: documented as not confidential

@@ -159,10 +159,6 @@ class MicrosoftDelegated:
         self._save()  # even a refused refresh may have changed the cache
         return _token(self.account.name, result)
 
-    def sign_out(self) -> bool:
-        self._app = None
-        return self.store.delete(self.account.name)
-
 
 class MicrosoftApp:
     """App-only SMTP.SendAsApp (`mode = "oauth-app"`): client credentials, nothing stored on disk.
