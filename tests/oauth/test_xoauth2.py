@@ -61,6 +61,20 @@ async def test_issued_token_logs_in_and_bogus_is_refused(
     assert MS_REFUSAL.startswith("535 5.7.3")
 
 
+async def test_google_style_refusal_then_google_token(
+    google_account: OAuthAccount, store: TokenStore, xoauth2_upstream: XOAuth2Upstream, certs: Certs
+) -> None:
+    xoauth2_upstream.google_style = True
+    await asyncio.to_thread(loopback_sign_in, google_account, store, certs)
+    token = await TokenBroker(store).access_token(google_account)
+    async with smtp(xoauth2_upstream, certs) as client:
+        with pytest.raises(aiosmtplib.SMTPAuthenticationError) as refused:
+            await client.auth_xoauth2(ALICE, "at-bogus")
+        assert refused.value.code == 535 and "5.7.8" in refused.value.message
+        assert (await client.auth_xoauth2(ALICE, token)).code == 235
+    assert xoauth2_upstream.refused == 1 and xoauth2_upstream.logins == [ALICE]
+
+
 async def test_token_generator_and_app_only(
     app_account: OAuthAccount, store: TokenStore, xoauth2_upstream: XOAuth2Upstream, certs: Certs
 ) -> None:

@@ -1,6 +1,7 @@
 """An aiosmtpd upstream that accepts ONLY XOAUTH2 with a live token the stub identity provider issued.
 
-Refusals look like Exchange Online's: `535 5.7.3 Authentication unsuccessful` at once.
+Refusals look like Exchange Online's (`535 5.7.3 Authentication unsuccessful` at once) or,
+with `google_style`, like Gmail's (`334 <base64 JSON>`, the client answers empty, then 535 5.7.8).
 STARTTLS is required before AUTH (trustme certificate), PLAIN and LOGIN are not offered.
 """
 
@@ -17,6 +18,8 @@ from ..smtp_fixtures import Certs
 from .stub_idp import StubIdP
 
 MS_REFUSAL = "535 5.7.3 Authentication unsuccessful [stub]"
+GOOGLE_REFUSAL = "535 5.7.8 Username and Password not accepted [stub]"
+GOOGLE_CHALLENGE = b'{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}'
 
 
 def parse_xoauth2(blob: bytes) -> tuple[str, str] | None:
@@ -35,6 +38,7 @@ def parse_xoauth2(blob: bytes) -> tuple[str, str] | None:
 @dataclass
 class XOAuth2Upstream:
     idp: StubIdP
+    google_style: bool = False
     logins: list[str] = field(default_factory=list)
     refused: int = 0
     delivered: list[tuple[str, list[str]]] = field(default_factory=list)
@@ -49,6 +53,9 @@ class XOAuth2Upstream:
         parsed = parse_xoauth2(blob) if isinstance(blob, bytes) else None
         if parsed is None or not self.idp.validate(parsed[1], parsed[0]):
             self.refused += 1
+            if self.google_style:
+                await server.challenge_auth(GOOGLE_CHALLENGE)  # the client's empty answer is ignored
+                return AuthResult(success=False, handled=False, message=GOOGLE_REFUSAL)
             return AuthResult(success=False, handled=False, message=MS_REFUSAL)
         self.logins.append(parsed[0])
         return AuthResult(success=True, auth_data=LoginPassword(parsed[0].encode(), b""))
