@@ -20,9 +20,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from smtpguard.oauth.account import GOOGLE_SCOPE, OAuthAccount, Token, jwt_claims
-from smtpguard.oauth.errors import AuthorizationRefused, ProviderUnavailable, SignInRequired
+from smtpguard.oauth.errors import AuthorizationRefused, ProviderUnavailable, SignInRequired, calling_provider, refusal
 from smtpguard.oauth.http import PinnedHTTP
-from smtpguard.oauth.microsoft import calling_provider, refusal
 from smtpguard.oauth.tokens import TokenStore
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from smtpguard.oauth.account import OAuthAccount
+from smtpguard.oauth.errors import AuthorizationRefused
 from smtpguard.oauth.google import GoogleAuth
 from smtpguard.oauth.loopback import RedirectCatcher, parse_redirect
 from smtpguard.oauth.microsoft import MicrosoftApp, MicrosoftDelegated
@@ -47,6 +48,14 @@ def _loopback_host(account: OAuthAccount) -> str:
     return "127.0.0.1" if account.provider == "google" else "localhost"
 
 
+def _device_sign_in(account: OAuthAccount, store: TokenStore, io: Prompter, timeout: float) -> str:
+    microsoft = MicrosoftDelegated(account, store)
+    device = microsoft.start_device_flow()
+    io.say(str(device["message"]))
+    device["expires_at"] = min(float(device["expires_at"]), time.time() + timeout)
+    return microsoft.finish_device_flow(device)
+
+
 def sign_in(account: OAuthAccount, store: TokenStore, flow: Flow, io: Prompter, timeout: float = 600.0) -> str:
     """Runs one sign-in, stores the tokens (encrypted), returns who signed in. Blocks: run in a thread."""
     if account.mode == "oauth-app":
@@ -55,11 +64,11 @@ def sign_in(account: OAuthAccount, store: TokenStore, flow: Flow, io: Prompter, 
     if flow == "device":
         if account.provider == "google":
             raise ValueError("Google refuses mail scopes in the device flow: use --flow browser or --flow paste")
-        microsoft = MicrosoftDelegated(account, store)
-        device = microsoft.start_device_flow()
-        io.say(str(device["message"]))
-        device["expires_at"] = min(float(device["expires_at"]), time.time() + timeout)
-        return microsoft.finish_device_flow(device)
+        try:
+            return _device_sign_in(account, store, io, timeout)
+        except AuthorizationRefused as exc:  # Conditional Access often blocks exactly this flow
+            hint = "if your tenant blocks device code sign-in, use --flow browser"
+            raise type(exc)(account.name, f"{exc.detail}; {hint}") from None
     if flow == "browser":
         with RedirectCatcher() as catcher:
             url, finish = _start(account, store, catcher.redirect_uri(_loopback_host(account)))

@@ -8,47 +8,17 @@ whenever MSAL changed it, so the rotated refresh token always replaces the old o
 
 from __future__ import annotations
 
-import contextlib
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import msal  # type: ignore[import-untyped]
-import requests
 
 from smtpguard.oauth.account import MICROSOFT_APP_SCOPE, MICROSOFT_SMTP_SCOPE, OAuthAccount, Token
-from smtpguard.oauth.errors import AuthorizationRefused, OAuthError, ProviderUnavailable, SignInRequired
+from smtpguard.oauth.errors import AuthorizationRefused, OAuthError, SignInRequired, calling_provider, refusal
 from smtpguard.oauth.http import PinnedHTTP
 from smtpguard.oauth.tokens import TokenStore
-
-_TRANSIENT = frozenset({"temporarily_unavailable", "server_error"})
-_APP_REFUSED = frozenset({"invalid_client", "unauthorized_client", "unsupported_grant_type"})
-
-
-def refusal(name: str, result: Mapping[str, Any] | None) -> OAuthError:
-    """The exception for an MSAL result without a token (`error`, `error_description`)."""
-    if not result:
-        return SignInRequired(name, "not signed in")
-    error = str(result.get("error", "no_token"))
-    description = str(result.get("error_description") or "").splitlines()[0:1]
-    detail = f"{error}: {description[0]}" if description else error
-    if error in _TRANSIENT:
-        return ProviderUnavailable(name, f"identity provider failing ({detail})")
-    if error in _APP_REFUSED:
-        return AuthorizationRefused(name, f"the app registration was refused ({detail}); check client id and secret")
-    return SignInRequired(name, detail)
-
-
-@contextlib.contextmanager
-def calling_provider(name: str) -> Iterator[None]:
-    """Network failures and 5xx answers become `ProviderUnavailable` (the relay's 451)."""
-    try:
-        yield
-    except requests.RequestException as exc:
-        raise ProviderUnavailable(name, f"identity provider unreachable ({type(exc).__name__})") from None
-    except msal.exceptions.MsalServiceError as exc:
-        raise ProviderUnavailable(name, f"identity provider failing ({exc})") from None
 
 
 def _token(name: str, result: Mapping[str, Any] | None) -> Token:

@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from smtpguard.oauth.account import OAuthAccount
+from smtpguard.oauth.errors import SignInRequired
 from smtpguard.oauth.login import Flow, Prompter, sign_in, sign_out, status
 from smtpguard.oauth.setup import setup_steps
 from smtpguard.oauth.tokens import TokenStore
@@ -60,6 +61,14 @@ def test_google_flows(flow: Flow, google_account: OAuthAccount, store: TokenStor
     assert sign_in(google_account, store, flow, term.prompter(), timeout=30) == ALICE
     assert "redirect_uri=http%3A%2F%2F127.0.0.1" in term.last_url()
     assert status(google_account, store).signed_in
+
+
+def test_blocked_device_code_points_to_the_browser_flow(
+    idp: StubIdP, ms_account: OAuthAccount, store: TokenStore, certs: Certs
+) -> None:
+    idp.deny_device = True
+    with pytest.raises(SignInRequired, match="authorization_declined.*use --flow browser"):
+        sign_in(ms_account, store, "device", Terminal(certs).prompter())
 
 
 def test_google_has_no_device_flow(google_account: OAuthAccount, store: TokenStore, certs: Certs) -> None:
