@@ -56,7 +56,9 @@ class RedirectCatcher:
         self._server = _OneShot(("127.0.0.1", 0), _Handler)
         self._server.done = threading.Event()
         self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="oauth-redirect", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="oauth-redirect", daemon=True
+        )
 
     def redirect_uri(self, host: str = "localhost") -> str:
         """Microsoft registers `http://localhost`; Google desktop clients use `127.0.0.1`."""

@@ -80,7 +80,7 @@ class StubIdP:
         server.daemon_threads = True
         server.socket = self.ssl_context.wrap_socket(server.socket, server_side=True)
         self._server, self.port = server, server.server_address[1]
-        threading.Thread(target=server.serve_forever, name="stub-idp", daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.05,), name="stub-idp", daemon=True).start()
         return self
 
     def stop(self) -> None:
