@@ -12,7 +12,7 @@ change of the store's types touches this file only.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,9 +203,20 @@ class Service:
             tuple(done.rejects),
         )
 
-    def entries(self, source: str | None = None, search: str | None = None) -> AsyncIterator[StoredEntry]:
-        """The list's entries, streamed (list, export)."""
-        return self.store.entries(source=source, search=search)
+    async def entries(self, source: str | None = None, search: str | None = None) -> AsyncGenerator[StoredEntry]:
+        """The list's entries, streamed (list, export).
+
+        Close it (`contextlib.aclosing`) when stopping early: the store's own
+        cursor is then closed before the store is.
+        """
+        found = self.store.entries(source=source, search=search)
+        try:
+            async for e in found:
+                yield e
+        finally:
+            aclose = getattr(found, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def log(self, since: str | None = None, sender: str | None = None, limit: int | None = 100) -> list[Event]:
         return await self.store.events(since=parse_since(since), sender=sender, limit=limit)

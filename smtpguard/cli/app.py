@@ -1,7 +1,8 @@
 """The typer application, and the one place where errors become one line.
 
 Errors print one line on stderr and exit non-zero, never a traceback.
-Exit codes: 0 success (also when stdout is closed early, as by `| head`);
+Exit codes: 0 success, also when stdout is closed early (`| head -1`),
+except `check`, whose status still says whether an address is blocked;
 1 `check` found a blocked address, `remove` found an entry not listed, or a
 probe/send failed; 2 bad input, usage, configuration or store errors;
 130 interrupted.
@@ -50,8 +51,27 @@ def quiet_stdout() -> None:
         pass
 
 
+ORDER: tuple[str, ...] = (
+    *("import", "add", "remove", "check", "list", "export"),
+    *("log", "stats", "user", "config", "serve", "demo", "send"),
+)
+
+
 class Group(TyperGroup):
     """The root command group: click's usage errors and our own errors as one line each."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        """Help lists the commands in the order of the day's work, not of registration."""
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
+
+    def invoke(self, ctx: Any) -> Any:
+        """A reader that went away (`| head -1`) ends the command quietly, with success."""
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            quiet_stdout()
+            raise typer.Exit(0) from None
 
     def main(  # type: ignore[override]
         self,
@@ -76,7 +96,8 @@ class Group(TyperGroup):
         except ClickException as exc:
             ctx = getattr(exc, "ctx", None)
             hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
-            return say(exc.format_message().replace("\n", " ").rstrip(".") + hint, exc.exit_code)
+            message = exc.format_message().replace("\n", " ").replace("Value error, ", "").rstrip(".")
+            return say(message + hint, exc.exit_code)
         except typer.Abort:
             return say("aborted", 1)
         except BrokenPipeError:

@@ -6,7 +6,7 @@ import csv
 import io
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import aclosing, contextmanager
 from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
@@ -14,7 +14,7 @@ from typing import Annotated, Any, TextIO
 
 import typer
 
-from smtpguard.cli.app import app
+from smtpguard.cli.app import app, quiet_stdout
 from smtpguard.cli.options import (
     ConfigOpt,
     DbOpt,
@@ -101,6 +101,8 @@ def import_(
     if files.count(STDIN) > 1:
         fail("- (standard input) can be imported only once")
     settings = settings_for(config_path, db)
+    if rejects is not None:
+        write_rejects(rejects, [])  # an unwritable --rejects fails now, before the list changes
 
     async def one(service: Any, path: Path, name: str) -> ImportResult:
         with progress_bar(path) as advance:
@@ -228,9 +230,12 @@ def check(
             return await service.check(wanted)
 
     results = run(main)
-    with Rows(fmt, check_line) as rows:
-        for r in results:
-            rows.add(r)
+    try:
+        with Rows(fmt, check_line) as rows:
+            for r in results:
+                rows.add(r)
+    except BrokenPipeError:  # the reader went away; the exit status still says blocked or not
+        quiet_stdout()
     if any(r.blocked for r in results):
         raise typer.Exit(1)
 
@@ -255,8 +260,9 @@ def list_(
     async def main() -> int:
         async with open_service(settings, create=False) as service:
             with Rows(fmt, entry_line, header="entry\tkind\tsource\treason\tadded\texpires") as rows:
-                async for e in service.entries(source=source, search=search):
-                    rows.add(e)
+                async with aclosing(service.entries(source=source, search=search)) as entries:
+                    async for e in entries:
+                        rows.add(e)
             return rows.count
 
     n = run(main)
@@ -307,8 +313,9 @@ def export(
     async def write(out: TextIO) -> int:
         async with open_service(settings, create=False) as service:
             with export_rows(format_, out) as rows:
-                async for e in service.entries():
-                    rows.add(e)
+                async with aclosing(service.entries()) as entries:
+                    async for e in entries:
+                        rows.add(e)
             return rows.count
 
     async def main() -> int:
