@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from smtpguard import __version__
 
@@ -49,6 +49,20 @@ def quiet_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError, AttributeError):  # not a real file (tests): nothing to flush at exit
         pass
+
+
+class Command(TyperCommand):
+    """A command whose help shows an argument by its metavar (ENTRY), not its Python type (<list[str]>)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument) and param.metavar is not None:
+                param.display_type_rich = no_type  # type: ignore[method-assign]
+
+
+def no_type(ctx: Any) -> None:
+    return None
 
 
 ORDER: tuple[str, ...] = (

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from smtpguard.cli.app import app
+from smtpguard.cli.app import Command, app
 from smtpguard.cli.options import ConfigOpt, DbOpt, JsonOpt, NlOpt, Output, output, run, settings_for
 from smtpguard.cli.output import Rows, emit_json, plural
 from smtpguard.service import StatsResult, open_service
@@ -21,7 +21,7 @@ def event_line(e: Event) -> str:
     )
 
 
-@app.command()
+@app.command(cls=Command)
 def log(
     since: Annotated[str | None, typer.Option(help="From this date or time (ISO 8601, UTC).", metavar="WHEN")] = None,
     sender: Annotated[str | None, typer.Option(help="Only this sender.", metavar="ADDRESS")] = None,
@@ -55,7 +55,7 @@ def stats_lines(r: StatsResult) -> list[str]:
     return lines
 
 
-@app.command()
+@app.command(cls=Command)
 def stats(json_: JsonOpt = False, config_path: ConfigOpt = None, db: DbOpt = None) -> None:
     """Entry counts by source and kind, and refusals over the last 30 days."""
     settings = settings_for(config_path, db)

@@ -8,12 +8,12 @@ from typing import Annotated, Any
 
 import typer
 
-from smtpguard.cli.app import config_app
+from smtpguard.cli.app import Command, config_app
 from smtpguard.cli.options import ConfigOpt, DbOpt, run, settings_for
 from smtpguard.config import SCHEMA, Endpoint, Settings
 
 
-@config_app.command("check")
+@config_app.command("check", cls=Command)
 def config_check(config_path: ConfigOpt = None, db: DbOpt = None) -> None:
     """Validate the configuration and try the upstream connection (connect, TLS, EHLO)."""
     from smtpguard.runtime.probe import probe
@@ -65,7 +65,7 @@ def show_lines(settings: Settings, *, everything: bool) -> list[str]:
     return lines
 
 
-@config_app.command("show")
+@config_app.command("show", cls=Command)
 def config_show(
     all_: Annotated[bool, typer.Option("--all", "-a", help="Every setting, defaults included.")] = False,
     config_path: ConfigOpt = None,

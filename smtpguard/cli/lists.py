@@ -14,7 +14,7 @@ from typing import Annotated, Any, TextIO
 
 import typer
 
-from smtpguard.cli.app import app, quiet_stdout
+from smtpguard.cli.app import Command, app, quiet_stdout
 from smtpguard.cli.options import (
     ConfigOpt,
     DbOpt,
@@ -68,11 +68,11 @@ def import_json(r: ImportResult) -> dict[str, Any]:
     return d
 
 
-@app.command("import")
+@app.command("import", cls=Command)
 def import_(
     files: Annotated[
         list[str],
-        typer.Argument(help="Export files: CSV, TXT or XLSX; - reads standard input.", show_default=False),
+        typer.Argument(help="Export files: CSV, TXT or XLSX; - reads standard input.", metavar="FILE"),
     ],
     source: Annotated[
         str | None,
@@ -142,11 +142,11 @@ def import_(
 
 
 EntriesArg = Annotated[
-    list[str], typer.Argument(help="Addresses (jane@x.com) or domains (@x.com or x.com).", metavar="ENTRY...")
+    list[str], typer.Argument(help="Addresses (jane@x.com) or domains (@x.com or x.com).", metavar="ENTRY")
 ]
 
 
-@app.command()
+@app.command(cls=Command)
 def add(
     entries: EntriesArg,
     reason: Annotated[str, typer.Option(help="Why they are suppressed.", metavar="TEXT")] = "added by hand",
@@ -171,11 +171,9 @@ def add(
         typer.echo(f"{'added' if r.added else 'already listed'}: {r.entry} ({r.kind} {r.key})")
 
 
-@app.command()
+@app.command(cls=Command)
 def remove(
-    entries: Annotated[
-        list[str], typer.Argument(help="Addresses or domains to take off the list.", metavar="ENTRY...")
-    ],
+    entries: Annotated[list[str], typer.Argument(help="Addresses or domains to take off the list.", metavar="ENTRY")],
     json_: JsonOpt = False,
     config_path: ConfigOpt = None,
     db: DbOpt = None,
@@ -210,10 +208,11 @@ def stdin_lines() -> list[str]:
     return [line.strip() for line in sys.stdin if line.strip()]
 
 
-@app.command()
+@app.command(cls=Command)
 def check(
     addresses: Annotated[
-        list[str], typer.Argument(help="Addresses to check; - reads them from standard input, one a line.")
+        list[str],
+        typer.Argument(help="Addresses to check; - reads them from standard input, one a line.", metavar="ADDRESS"),
     ],
     json_: JsonOpt = False,
     nl: NlOpt = False,
@@ -244,7 +243,7 @@ def entry_line(e: StoredEntry) -> str:
     return f"{e.original}\t{e.kind}\t{e.source}\t{e.reason}\t{e.added}\t{e.expires or ''}"
 
 
-@app.command("list")
+@app.command("list", cls=Command)
 def list_(
     source: Annotated[str | None, typer.Option(help="Only entries from this source.", metavar="NAME")] = None,
     search: Annotated[str | None, typer.Option(help="Only entries containing this text.", metavar="TEXT")] = None,
@@ -300,9 +299,9 @@ def export_rows(fmt: ExportFormat, out: TextIO) -> Rows[StoredEntry]:
     return Rows(Output(fmt.value), txt_line, out=out)
 
 
-@app.command()
+@app.command(cls=Command)
 def export(
-    file: Annotated[str, typer.Argument(help="Where to write; - for standard output.")] = STDIN,
+    file: Annotated[str, typer.Argument(help="Where to write; - for standard output.", metavar="FILE")] = STDIN,
     format_: Annotated[ExportFormat, typer.Option("--format", help="What to write.")] = ExportFormat.csv,
     config_path: ConfigOpt = None,
     db: DbOpt = None,

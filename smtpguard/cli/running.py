@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from smtpguard import config
-from smtpguard.cli.app import app
+from smtpguard.cli.app import Command, app
 from smtpguard.cli.options import ConfigOpt, DbOpt, fail, run, settings_for
 
 
@@ -26,7 +26,7 @@ class LogLevel(StrEnum):
     error = "error"
 
 
-@app.command()
+@app.command(cls=Command)
 def serve(
     config_path: ConfigOpt = None,
     db: DbOpt = None,
@@ -45,12 +45,14 @@ def serve(
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(cls=Command)
 def demo(
     folder: Annotated[
         Path, typer.Option(help="Where the demo keeps its list and received mail.", metavar="PATH")
     ] = Path(".demo"),
-    port: Annotated[int, typer.Option(help="Port of the demo relay on 127.0.0.1.", min=1, max=65535)] = 2525,
+    port: Annotated[
+        int, typer.Option(help="Port of the demo relay on 127.0.0.1.", min=1, max=65535, metavar="PORT")
+    ] = 2525,
 ) -> None:
     """A self-contained demonstration: relay on 127.0.0.1:2525 with a local upstream that stores mail."""
     from smtpguard.demo import run_demo
@@ -60,7 +62,7 @@ def demo(
     raise typer.Exit(run(lambda: run_demo(folder, port)))
 
 
-@app.command()
+@app.command(cls=Command)
 def send(
     to: Annotated[list[str], typer.Option("--to", help="Recipient; repeat for several.", metavar="ADDRESS")],
     server: Annotated[str, typer.Option(help="Relay to send through.", metavar="HOST:PORT")] = "127.0.0.1:2525",

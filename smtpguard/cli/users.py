@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from smtpguard.cli.app import user_app
+from smtpguard.cli.app import Command, user_app
 from smtpguard.cli.options import ConfigOpt, DbOpt, JsonOpt, NlOpt, Output, fail, output, run, settings_for
 from smtpguard.cli.output import Rows
 from smtpguard.service import User, check_user_name, open_service
@@ -15,7 +15,7 @@ from smtpguard.service import User, check_user_name, open_service
 NameArg = Annotated[str, typer.Argument(help="Login name.", metavar="NAME")]
 
 
-@user_app.command("add")
+@user_app.command("add", cls=Command)
 def user_add(
     name: NameArg,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
@@ -40,7 +40,7 @@ def user_add(
     typer.echo(f"{'created' if created else 'password changed for'} user {name}")
 
 
-@user_app.command("remove")
+@user_app.command("remove", cls=Command)
 def user_remove(name: NameArg, config_path: ConfigOpt = None, db: DbOpt = None) -> None:
     """Delete an account."""
     settings = settings_for(config_path, db)
@@ -58,7 +58,7 @@ def user_line(u: User) -> str:
     return f"{u.name}\t{u.created}"
 
 
-@user_app.command("list")
+@user_app.command("list", cls=Command)
 def user_list(json_: JsonOpt = False, nl: NlOpt = False, config_path: ConfigOpt = None, db: DbOpt = None) -> None:
     """List the accounts."""
     fmt = output(json_, nl)
