@@ -12,14 +12,14 @@ change of the store's types touches this file only.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from smtpguard.suppression.addresses import AddressError, Entry, Kind, MatchRules, parse_entry
-from smtpguard.suppression.formats import Reject
+from smtpguard.suppression.formats import ImportFormatError, Reject
 from smtpguard.suppression.store import EntryRow, Event, Store, StoredEntry, connect, utc_now
 from smtpguard.suppression.verdict import check_address
 
@@ -124,6 +124,57 @@ def check_user_name(name: str) -> None:
         raise InvalidInput(f"user name {name!r} must not be empty or hold spaces")
 
 
+DELIMITERS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+
+
+@contextmanager
+def recoded(path: Path, encoding: str | None, delimiter: str | None) -> Iterator[Path]:
+    """`path`, or a private UTF-8, comma-separated copy when the user overrides detection.
+
+    The import reads the copy with its usual detection, which then finds
+    UTF-8 and commas; rows keep their line numbers (one row, one line).
+    """
+    if encoding is None and delimiter is None:
+        yield path
+        return
+    import codecs
+    import csv
+    import tempfile
+
+    from smtpguard.suppression.formats import SAMPLE_BYTES, detect_encoding
+
+    if delimiter is not None:
+        delimiter = DELIMITERS.get(delimiter.lower(), delimiter)
+        if len(delimiter) != 1:
+            raise InvalidInput(f"--delimiter must be one character (or tab), got {delimiter!r}")
+    with path.open("rb") as fh:
+        head = fh.read(SAMPLE_BYTES)
+    if head.startswith(b"PK\x03\x04"):
+        raise InvalidInput(f"{path}: --encoding and --delimiter apply to CSV and text files, not to XLSX workbooks")
+    if encoding is None:
+        encoding = detect_encoding(head, final=len(head) < SAMPLE_BYTES)
+        if encoding == "binary":
+            encoding = "cp1252"
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise InvalidInput(f"--encoding {encoding!r} is not an encoding Python knows (try utf-8 or cp1252)") from None
+    with tempfile.TemporaryDirectory(prefix="smtpguard-") as folder:
+        copy = Path(folder) / path.name
+        with (
+            path.open(encoding=encoding, errors="replace", newline="") as src,
+            copy.open("w", encoding="utf-8", newline="") as dst,
+        ):
+            if delimiter is None:
+                dst.writelines(src)
+            else:
+                csv.writer(dst, lineterminator="\n").writerows(csv.reader(src, delimiter=delimiter))
+        try:
+            yield copy
+        except ImportFormatError as exc:  # name the user's file, not the copy
+            raise ImportFormatError(str(exc).replace(str(copy), str(path))) from None
+
+
 class Service:
     """The list operations over one open store and the matching rules."""
 
@@ -185,14 +236,21 @@ class Service:
         column: str | None = None,
         dry_run: bool = False,
         progress: Callable[[int], None] | None = None,
+        encoding: str | None = None,
+        delimiter: str | None = None,
     ) -> ImportResult:
-        """Import one file in one transaction (ImportFormatError, OSError: nothing written)."""
+        """Import one file in one transaction (ImportFormatError, OSError: nothing written).
+
+        `encoding` and `delimiter` override detection (CSV and text files only).
+        """
         from smtpguard.suppression.ingest import import_file
 
-        done = await import_file(
-            self.store, path, rules=self.rules, source=source, reason=reason,
-            expires=parse_date(expires, "--expires"), column=column, commit=not dry_run, progress=progress,
-        )  # fmt: skip
+        expiry = parse_date(expires, "--expires")
+        with recoded(path, encoding, delimiter) as readable:
+            done = await import_file(
+                self.store, readable, rules=self.rules, source=source or path.stem, reason=reason,
+                expires=expiry, column=column, commit=not dry_run, progress=progress,
+            )  # fmt: skip
         return ImportResult(
             str(path),
             done.source,

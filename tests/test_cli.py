@@ -285,3 +285,65 @@ async def user_hash(db: Path, name: str) -> str | None:
         return await store.user_hash(name)
     finally:
         await store.close()
+
+
+def test_import_and_check_read_standard_input(db: Path) -> None:
+    r = cli("import", "-", "--json", db=db, stdin="a@x.example\nnot an address\n@y.example\n")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert (got["rows"], got["added"], got["invalid"]) == (3, 2, 1)
+    assert got["files"][0]["file"] == "-" and got["files"][0]["source"] == "stdin"
+    r = cli("import", "-", "--source", "crm", db=db, stdin="b@x.example\n")
+    assert r.stdout.startswith("-: 1 row, added 1")
+    r = cli("check", "-", "--nl", db=db, stdin="a@x.example\n\nz@y.example\nfree@z.example\n")
+    assert r.returncode == 1
+    assert [json.loads(line)["blocked"] for line in r.stdout.splitlines()] == [True, True, False]
+    assert cli("import", "-", "-", db=db, stdin="").returncode == 2
+
+
+def test_encoding_and_delimiter_overrides(db: Path, tmp_path: Path) -> None:
+    hashed = tmp_path / "hashed.csv"
+    hashed.write_text("name#email#city\nAnn#ann@x.example#Paris\nBob#bob@y.example#Lyon\n")
+    assert json.loads(cli("import", str(hashed), "--json", "--dry-run", db=db).stdout)["added"] == 0
+    r = cli("import", str(hashed), "--json", "--delimiter", "#", db=db)
+    assert json.loads(r.stdout)["added"] == 2, r.stderr
+    koi8 = tmp_path / "koi8.txt"
+    koi8.write_bytes("email\nиван@пример.рф\n".encode("koi8_r"))
+    r = cli("import", str(koi8), "--encoding", "koi8_r", "--json", db=db)
+    assert json.loads(r.stdout)["added"] == 1, r.stderr
+    assert "иван@пример.рф" in {e["original"] for e in json.loads(cli("list", "--json", db=db).stdout)}
+    r = cli("import", str(koi8), "--encoding", "klingon", db=db)
+    assert r.returncode == 2 and "--encoding 'klingon'" in r.stderr
+    r = cli("import", str(FIXTURES / "humanlinker.xlsx"), "--delimiter", ";", db=db)
+    assert r.returncode == 2 and "not to XLSX" in r.stderr
+
+
+def test_listings_as_newline_delimited_json(db: Path) -> None:
+    cli("add", "a@x.example", "@y.example", db=db)
+    cli("user", "add", "alice", "--password-stdin", db=db, stdin="pw\n")
+    asyncio.run(
+        record(db, [Event("2026-11-20T10:00:00+00:00", "rejected", "me@c.example", "a@x.example", "a@x.example",
+                          "manual", "127.0.0.1", "", "<m@c>")]),
+    )  # fmt: skip
+    listings = {
+        ("list", "--nl"): 2,
+        ("log", "--nl"): 1,
+        ("user", "list", "--nl"): 1,
+        ("export", "--format", "ndjson"): 2,
+    }
+    for args, n in listings.items():
+        rows = [json.loads(line) for line in cli(*args, db=db).stdout.splitlines()]
+        assert len(rows) == n and all(isinstance(x, dict) for x in rows), args
+    assert cli("list", "--nl", "--json", db=db).returncode == 2
+
+
+def test_counts_read_as_english(db: Path, tmp_path: Path) -> None:
+    one = tmp_path / "one.txt"
+    one.write_text("solo@x.example\n")
+    assert ": 1 row, added 1," in cli("import", str(one), db=db).stdout
+    assert cli("list", db=db).stderr == "1 entry\n"
+    assert cli("export", str(tmp_path / "out.csv"), db=db).stderr.startswith("1 entry written")
+    assert cli("stats", db=db).stdout.startswith("1 entry (0 expired)")
+    two = tmp_path / "two.txt"
+    two.write_text("a@x.example\nb@x.example\n")
+    assert ": 2 rows, added 2," in cli("import", str(two), db=db).stdout

@@ -29,7 +29,7 @@ from smtpguard.cli.options import (
 )
 from smtpguard.cli.output import Rows, emit_json, plural
 from smtpguard.cli.progress import progress_bar
-from smtpguard.service import CheckResult, ImportResult, open_service
+from smtpguard.service import CheckResult, ImportResult, Service, open_service
 from smtpguard.suppression.store import StoredEntry
 
 STDIN = "-"
@@ -52,8 +52,8 @@ def say_imported(r: ImportResult, dry_run: bool, rejects: Path | None) -> None:
     """One file's import summary, and its first rejected rows on stderr."""
     verb = "would add" if dry_run else "added"
     typer.echo(
-        f"{r.file}: {plural(r.rows, 'row')}, {verb} {r.added}, {r.duplicates} already listed, "
-        f"{r.invalid} invalid (source {r.source!r})"
+        f"{r.file}: {plural(r.rows, 'row')}, {verb} {r.added:,}, {r.duplicates:,} already listed, "
+        f"{r.invalid:,} invalid (source {r.source!r})"
     )
     for rej in r.rejects[:5]:
         typer.echo(f"  line {rej.line}: {rej.text!r}: {rej.reason}", err=True)
@@ -91,6 +91,13 @@ def import_(
         Path | None,
         typer.Option(help="Write the rows not imported, with line number and reason, to this CSV.", metavar="FILE"),
     ] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(help="Encoding of CSV and text files, when not detected (cp1252, utf-16…).", metavar="NAME"),
+    ] = None,
+    delimiter: Annotated[
+        str | None, typer.Option(help="CSV field separator, when not detected (; , | or tab).", metavar="CHAR")
+    ] = None,
     json_: JsonOpt = False,
     config_path: ConfigOpt = None,
     db: DbOpt = None,
@@ -104,11 +111,11 @@ def import_(
     if rejects is not None:
         write_rejects(rejects, [])  # an unwritable --rejects fails now, before the list changes
 
-    async def one(service: Any, path: Path, name: str) -> ImportResult:
+    async def one(service: Service, path: Path, name: str) -> ImportResult:
         with progress_bar(path) as advance:
-            return await service.import_file(  # type: ignore[no-any-return]
+            return await service.import_file(
                 path, source=source or (None if name != STDIN else "stdin"), reason=reason, expires=expires,
-                column=column, dry_run=dry_run, progress=advance,
+                column=column, dry_run=dry_run, progress=advance, encoding=encoding, delimiter=delimiter,
             )  # fmt: skip
 
     async def main() -> list[ImportResult]:
