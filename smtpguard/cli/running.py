@@ -51,7 +51,8 @@ def demo(
         Path, typer.Option(help="Where the demo keeps its list and received mail.", metavar="PATH")
     ] = Path(".demo"),
     port: Annotated[
-        int, typer.Option(help="Port of the demo relay on 127.0.0.1.", min=1, max=65535, metavar="PORT")
+        int,
+        typer.Option(help="Port of the demo relay on 127.0.0.1 (0: any free port).", min=0, max=65535, metavar="PORT"),
     ] = 2525,
 ) -> None:
     """A self-contained demonstration: relay on 127.0.0.1:2525 with a local upstream that stores mail."""
