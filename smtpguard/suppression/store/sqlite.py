@@ -145,6 +145,9 @@ class SQLiteStore:
         try:
             if create:
                 path.parent.mkdir(parents=True, exist_ok=True)
+            # Fail here first: a failed aiosqlite.connect leaves its worker thread to call
+            # back into a closed event loop ("Event loop is closed" after the error line).
+            sqlite3.connect(path).close()
             db = await aiosqlite.connect(path, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise _describe(path, exc) from None
