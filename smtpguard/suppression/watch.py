@@ -33,6 +33,10 @@ Where does a file go?
 A file that cannot be moved (permissions) is remembered by (name, size,
 mtime) and not imported again until it changes.
 
+Nothing follows a symlink (see watchfs): a symlinked folder, done/ or
+failed/, or a file in their place, is refused with one error line and the
+watcher waits until it is fixed.  Names are escaped in every log line.
+
 The parsing is CPU-bound and synchronous, but `add_entries` hands the row
 generator to aiosqlite's worker thread (sqlite3 `executemany` pulls the rows
 there), so the event loop only competes for the GIL and keeps serving SMTP;
@@ -44,21 +48,23 @@ network folder can take long to answer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import csv
 import datetime as dt
+import errno
 import logging
 import os
-import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from smtpguard.config import Settings
-from smtpguard.suppression.formats import FileStats, ImportFormatError, Reject, detect_encoding, write_rejects
+from smtpguard.suppression import watchfs
+from smtpguard.suppression.formats import FileStats, ImportFormatError, Reject, detect_encoding
 from smtpguard.suppression.ingest import DEFAULT_REASON as REASON
 from smtpguard.suppression.ingest import import_file
 from smtpguard.suppression.store import AddResult, Store, StoreError, utc_now
+from smtpguard.suppression.watchfs import FileId, FolderProblem, Folders, shown
 
 __all__ = ["DONE", "FAILED", "UNTERMINATED_GRACE", "watch_folder"]
 
@@ -85,8 +91,6 @@ _ZIP_END = b"PK\x05\x06"  # end of central directory: written last
 _ZIP_TAIL = 22 + 65535  # the end record plus the longest ZIP comment
 _LINE_ENDS = (b"\n", b"\r", b"\n\x00", b"\r\x00")  # UTF-16-LE puts the NUL after
 
-FileId = tuple[int, int]  # (size, mtime_ns): what "unchanged" compares
-
 
 def ignored(name: str) -> bool:
     """Names never imported: hidden files, Office locks, files still being downloaded."""
@@ -94,33 +98,10 @@ def ignored(name: str) -> bool:
     return name.startswith((".", "~$")) or lower.endswith(_IGNORED_SUFFIXES)
 
 
-def _scan(folder: Path) -> dict[str, FileId]:
-    """The regular files of `folder` that may be imports (not subfolders, not symlinks)."""
-    found: dict[str, FileId] = {}
-    with os.scandir(folder) as it:
-        for entry in it:
-            if ignored(entry.name):
-                continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:  # gone since listed
-                continue
-            if stat.S_ISREG(st.st_mode):
-                found[entry.name] = (st.st_size, st.st_mtime_ns)
-    return found
-
-
-def _file_id(path: Path) -> FileId | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns)
-
-
-def looks_unfinished(path: Path) -> str | None:
-    """Why `path` looks cut off by a writer still at work, or None when it looks whole."""
-    with path.open("rb") as fh:
+def looks_unfinished(fd: int) -> str | None:
+    """Why the file looks cut off by a writer still at work, or None when it looks whole."""
+    with os.fdopen(os.dup(fd), "rb") as fh:
+        fh.seek(0)
         head = fh.read(4096)
         if not head:
             return "the file is empty"
@@ -152,13 +133,14 @@ class Outcome:
         return FAILED if self.error is not None else DONE
 
 
-async def import_dropped(ctx: WatchContext, path: Path) -> Outcome:
-    """Import one file as `smtpguard import FILE` does; StoreError propagates (transient)."""
-    out = Outcome(path.name, utc_now())
+async def import_dropped(ctx: WatchContext, fd: int, name: str) -> Outcome:
+    """Import the open file `name` as `smtpguard import FILE` does; StoreError propagates (transient)."""
+    out = Outcome(name, utc_now())
     begin = time.monotonic()
+    path = Path(f"/proc/self/fd/{fd}")  # the file we opened, never what the name points to now
     try:
         # Cancelled (shutdown), the store stops reading rows at once and rolls back.
-        done = await import_file(ctx.store, path, rules=ctx.settings.matching, reason=REASON)
+        done = await import_file(ctx.store, path, rules=ctx.settings.matching, source=Path(name).stem, reason=REASON)
         out.stats, out.rejects, out.result = done.stats, done.rejects, done.result
     except ImportFormatError as exc:
         out.error = str(exc).replace(f"{path}: ", "", 1)
@@ -174,43 +156,41 @@ async def import_dropped(ctx: WatchContext, path: Path) -> Outcome:
     return out
 
 
-def _unique(folder: Path, name: str) -> Path:
-    """`folder/name`, or with a timestamp suffix when it, its report or rejects exist."""
+_REPORT, _REJECTS = ".report.txt", ".rejects.csv"
 
-    def free(p: Path) -> bool:
-        return not any(q.exists() for q in (p, _beside(p, ".report.txt"), _beside(p, ".rejects.csv")))
 
-    candidate = folder / name
-    if free(candidate):
-        return candidate
+def _unique(dir_fd: int, name: str) -> str:
+    """`name`, or with a timestamp suffix when it, its report or rejects exist (dangling symlinks count)."""
+
+    def free(n: str) -> bool:
+        return not any(watchfs.exists(dir_fd, n + end) for end in ("", _REPORT, _REJECTS))
+
+    if free(name):
+        return name
     stem, dot, suffix = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     for n in range(1, 1000):
         tag = stamp if n == 1 else f"{stamp}-{n}"
-        candidate = folder / f"{stem}.{tag}{dot}{suffix}"
+        candidate = f"{stem}.{tag}{dot}{suffix}"
         if free(candidate):
             return candidate
-    raise FileExistsError(f"{folder / name}: no free name")
-
-
-def _beside(path: Path, ending: str) -> Path:
-    return path.with_name(path.name + ending)
+    raise FileExistsError(f"{shown(name)}: no free name")
 
 
 def render_report(out: Outcome, source: Path, moved: Path | None, move_error: str | None) -> str:
     """The human report: what happened, the counts, the rejected lines."""
     lines = [
-        f"smtpguard watched-folder import of {source.name}",
+        f"smtpguard watched-folder import of {shown(source.name)}",
         "",
         f"result:     {'FAILED: ' + out.error if out.error else 'imported'}",
-        f"file:       {moved if moved is not None else source}",
+        f"file:       {shown(str(moved if moved is not None else source))}",
     ]
     if move_error:
         lines.append(f"NOT MOVED:  {move_error} (it stays in the folder and is not imported again)")
     lines += [
         f"started:    {out.started}",
         f"duration:   {out.seconds:.2f} s",
-        f"source:     {source.stem}",
+        f"source:     {shown(source.stem)}",
         f"reason:     {REASON}",
         "",
     ]
@@ -222,7 +202,7 @@ def render_report(out: Outcome, source: Path, moved: Path | None, move_error: st
         lines.append("added:      0 (nothing was changed)")
     lines += [f"invalid:    {s.invalid}", f"blank:      {s.blank}"]
     if out.rejects:
-        where = _beside(moved if moved is not None else source, ".rejects.csv").name
+        where = shown((moved if moved is not None else source).name + _REJECTS)
         lines += ["", f"Rejected rows (line number: text -- reason); all {len(out.rejects)} in {where}:"]
         for rej in out.rejects[:REPORT_REJECTS]:
             lines.append(f"  line {rej.line}: {rej.text!r} -- {rej.reason}")
@@ -231,27 +211,28 @@ def render_report(out: Outcome, source: Path, moved: Path | None, move_error: st
     return "\n".join(lines) + "\n"
 
 
-def file_away(folder: Path, path: Path, out: Outcome) -> tuple[Path | None, str | None]:
-    """Move `path` to done/ or failed/ and write its report(s); (new path, why not moved)."""
-    target_dir = folder / out.target
+def file_away(folder: Path, dirs: Folders, name: str, out: Outcome) -> tuple[Path | None, str | None]:
+    """Move `name` to done/ or failed/ and write its report(s); (new path, why not moved)."""
+    target_fd = dirs.done if out.target == DONE else dirs.failed
     moved: Path | None = None
     move_error: str | None = None
+    target = name
     try:
-        target_dir.mkdir(exist_ok=True)
-        target = _unique(target_dir, path.name)
-        path.rename(target)
-        moved = target
+        target = _unique(target_fd, name)
+        watchfs.move(dirs.root, name, target_fd, target)
+        moved = folder / out.target / target
     except OSError as exc:
         move_error = f"cannot move it to {out.target}/: {exc.strerror or exc}"
-        target = target_dir / path.name
-        with contextlib.suppress(OSError):
-            target = _unique(target_dir, path.name)
     try:
-        _beside(target, ".report.txt").write_text(render_report(out, path, moved, move_error), encoding="utf-8")
+        with watchfs.create(target_fd, target + _REPORT) as fh:
+            fh.write(render_report(out, folder / name, moved, move_error))
         if out.rejects:
-            write_rejects(_beside(target, ".rejects.csv"), out.rejects)
+            with watchfs.create(target_fd, target + _REJECTS) as fh:
+                rows = csv.writer(fh)
+                rows.writerow(["line", "text", "reason"])
+                rows.writerows((r.line, r.text, r.reason) for r in out.rejects)
     except OSError as exc:
-        log.error("watch: cannot write the report of %s in %s/: %s", path.name, out.target, exc.strerror or exc)
+        log.error("watch: cannot write the report of %s in %s/: %s", shown(name), out.target, exc.strerror or exc)
     return moved, move_error
 
 
@@ -261,32 +242,41 @@ class _Seen:
     since: float  # monotonic time this file_id was first seen
 
 
+def _gone(exc: OSError) -> bool:
+    """The file vanished or was swapped (for a symlink, another file) since the scan."""
+    return isinstance(exc, FileNotFoundError) or exc.errno == errno.ELOOP
+
+
 class Watcher:
     """The state of the scans: one per folder, reset when reload changes the folder."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.dirs: Folders | None = None  # re-opened at each scan
         self.seen: dict[str, _Seen] = {}
         self.handled: dict[str, FileId] = {}  # dealt with but still here (could not be moved)
         self.retry: dict[str, tuple[float, float]] = {}  # name -> (not before, delay)
         self.held: dict[str, FileId] = {}  # told the log we wait for these
         self.problem: str | None = None  # last folder error logged, to log it once
 
-    def _prepare(self) -> None:
-        for d in (self.folder, self.folder / DONE, self.folder / FAILED):
-            d.mkdir(parents=True, exist_ok=True)
+    def _open(self) -> dict[str, FileId]:
+        self.close()
+        self.dirs = Folders.open(self.folder, DONE, FAILED)
+        return watchfs.scan(self.dirs.root, ignored)
+
+    def close(self) -> None:
+        if self.dirs is not None:
+            self.dirs.close()
+            self.dirs = None
 
     async def scan(self, interval: float) -> list[str]:
         """Names ready for import: unchanged across two scans at least `interval` apart."""
         try:
-            await asyncio.to_thread(self._prepare)
-            files = await asyncio.to_thread(_scan, self.folder)
+            files = await asyncio.to_thread(self._open)
+        except FolderProblem as exc:
+            return self._unusable(str(exc))
         except OSError as exc:
-            problem = f"watch folder {self.folder}: {exc.strerror or exc}"
-            if problem != self.problem:
-                log.error("%s; nothing is imported from it until this is fixed", problem)
-                self.problem = problem
-            return []
+            return self._unusable(f"watch folder {self.folder}: {exc.strerror or exc}")
         if self.problem is not None:
             log.info("watch folder %s is usable again", self.folder)
             self.problem = None
@@ -307,69 +297,97 @@ class Watcher:
                 del table[name]
         return ready
 
+    def _unusable(self, problem: str) -> list[str]:
+        self.close()
+        if problem != self.problem:
+            log.error("%s; nothing is imported from it until this is fixed", problem)
+            self.problem = problem
+        return []
+
     async def complete(self, name: str) -> bool:
         """True when `name` also looks whole, or has been left alone long enough anyway."""
-        path = self.folder / name
-        try:
-            why = await asyncio.to_thread(looks_unfinished, path)
-        except OSError:
-            return True  # the import will report it as unreadable
+        assert self.dirs is not None
         seen = self.seen[name]
+        try:
+            fd = await asyncio.to_thread(watchfs.open_file, self.dirs.root, name, seen.file_id)
+        except OSError:
+            return True  # gone or swapped: handle() looks again; unreadable: the import says so
+        try:
+            why = await asyncio.to_thread(looks_unfinished, fd)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
         if why is None or time.monotonic() - seen.since >= UNTERMINATED_GRACE:
             return True
         if self.held.get(name) != seen.file_id:
             self.held[name] = seen.file_id
             log.info(
                 "watch: waiting for %s to be finished (%s); importing it anyway if unchanged for %.0f s",
-                name,
+                shown(name),
                 why,
                 UNTERMINATED_GRACE,
             )
         return False
 
-    async def handle(self, ctx: WatchContext, name: str) -> None:
-        path = self.folder / name
-        fid = self.seen[name].file_id
-        if await asyncio.to_thread(_file_id, path) != fid:
-            return  # changed or gone since the scan: the next scans decide
+    async def _import(self, ctx: WatchContext, name: str, fid: FileId) -> Outcome | None:
+        """The outcome of importing `name`, None when it changed or went since the scan."""
+        assert self.dirs is not None
         try:
-            out = await import_dropped(ctx, path)
+            fd = await asyncio.to_thread(watchfs.open_file, self.dirs.root, name, fid)
+        except OSError as exc:
+            if _gone(exc):
+                return None  # the next scans decide
+            return Outcome(name, utc_now(), error=f"unreadable: {exc.strerror or exc}")
+        try:
+            return await import_dropped(ctx, fd, name)
+        finally:
+            os.close(fd)
+
+    async def handle(self, ctx: WatchContext, name: str) -> None:
+        assert self.dirs is not None
+        dirs = self.dirs
+        fid = self.seen[name].file_id
+        try:
+            out = await self._import(ctx, name, fid)
         except StoreError as exc:
             # The file is fine and nothing was written: try again later.
             delay = min(RETRY_MAX, max(self.retry.get(name, (0.0, 0.0))[1] * 2, 1.0))
             self.retry[name] = (time.monotonic() + delay, delay)
-            log.error("watch: %s not imported, the store failed (retrying in %.0f s): %s", name, delay, exc)
+            log.error("watch: %s not imported, the store failed (retrying in %.0f s): %s", shown(name), delay, exc)
             return
         except Exception as exc:  # a bug must not stop the watcher, nor make it retry forever
-            log.exception("watch: %s: unexpected error", name)
+            log.exception("watch: %s: unexpected error", shown(name))
             out = Outcome(name, utc_now(), error=f"internal error: {type(exc).__name__}: {exc}")
+        if out is None:
+            return
         self.retry.pop(name, None)
-        if await asyncio.to_thread(_file_id, path) != fid:
-            log.warning("watch: %s changed while it was imported; importing it again once it is stable", name)
+        if await asyncio.to_thread(watchfs.current_id, dirs.root, name) != fid:
+            log.warning("watch: %s changed while it was imported; importing it again once it is stable", shown(name))
             del self.seen[name]
             return
-        moved, move_error = await asyncio.to_thread(file_away, self.folder, path, out)
-        where = f"{out.target}/{moved.name}" if moved is not None else f"left in place ({move_error})"
+        moved, move_error = await asyncio.to_thread(file_away, self.folder, dirs, name, out)
+        where = f"{out.target}/{shown(moved.name)}" if moved is not None else f"left in place ({move_error})"
         if moved is None:
             self.handled[name] = fid
         self.seen.pop(name, None)
         s = out.stats
         if out.error is None and out.result is not None:
             log.info(
-                "watch: imported %s: %d rows, %d added, %d duplicates, %d invalid, source %r, %.1fs -> %s",
-                name,
+                'watch: imported %s: %d rows, %d added, %d duplicates, %d invalid, source "%s", %.1fs -> %s',
+                shown(name),
                 s.rows,
                 out.result.added,
                 out.result.duplicates,
                 s.invalid,
-                path.stem,
+                shown(Path(name).stem),
                 out.seconds,
                 where,
             )
         else:
-            log.error("watch: %s not imported: %s -> %s", name, out.error, where)
+            log.error("watch: %s not imported: %s -> %s", shown(name), out.error, where)
         if move_error is not None:
-            log.error("watch: %s: %s; it will not be imported again until it changes", name, move_error)
+            log.error("watch: %s: %s; it will not be imported again until it changes", shown(name), move_error)
 
 
 async def watch_folder(ctx: WatchContext) -> None:
@@ -379,20 +397,25 @@ async def watch_folder(ctx: WatchContext) -> None:
     interval; with no folder configured the watcher idles.
     """
     watcher: Watcher | None = None
-    while True:
-        settings = ctx.settings.watch
-        if settings.folder is None:
-            watcher = None
-        else:
-            if watcher is None or watcher.folder != settings.folder:
-                watcher = Watcher(settings.folder)
-                log.info("watching %s every %g s", settings.folder, settings.interval)
-            try:
-                for name in await watcher.scan(settings.interval):
-                    if await watcher.complete(name):
-                        await watcher.handle(ctx, name)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # keep watching: the next round may succeed
-                log.exception("watch folder %s: unexpected error", settings.folder)
-        await asyncio.sleep(settings.interval)
+    try:
+        while True:
+            settings = ctx.settings.watch
+            if watcher is not None and watcher.folder != settings.folder:
+                watcher.close()
+                watcher = None
+            if settings.folder is not None:
+                if watcher is None:
+                    watcher = Watcher(settings.folder)
+                    log.info("watching %s every %g s", settings.folder, settings.interval)
+                try:
+                    for name in await watcher.scan(settings.interval):
+                        if await watcher.complete(name):
+                            await watcher.handle(ctx, name)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # keep watching: the next round may succeed
+                    log.exception("watch folder %s: unexpected error", settings.folder)
+            await asyncio.sleep(settings.interval)
+    finally:
+        if watcher is not None:
+            watcher.close()
