@@ -7,6 +7,7 @@ Every error names the key and the expected form, e.g.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -174,8 +175,8 @@ def _hostname(value: str) -> str:
 
 
 def _positive(value: float) -> float:
-    if value <= 0:
-        raise ValueError("a number of seconds above 0")
+    if not math.isfinite(value) or value <= 0:  # nan and inf would make the watcher never scan
+        raise ValueError("a finite number of seconds above 0")
     return float(value)
 
 
@@ -295,6 +296,11 @@ def load(config: Path | None = None, db: Path | None = None) -> Settings:
             raise ConfigError(f"config {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config {path}: not valid TOML ({exc})") from None
+        except UnicodeDecodeError as exc:
+            line = bytes(exc.object[: exc.start]).count(b"\n") + 1  # tomllib decodes the whole file at once
+            raise ConfigError(
+                f"config {path}: not UTF-8 (byte 0x{exc.object[exc.start]:02x} on line {line}); save the file as UTF-8"
+            ) from None
         settings = from_mapping(data, path)
     db_path = db or (Path(os.environ["SMTPGUARD_DB"]) if os.environ.get("SMTPGUARD_DB") else None)
     if db_path is not None:
