@@ -94,6 +94,7 @@ class StoreSettings:
 class WatchSettings:
     folder: Path | None = None
     interval: float = 2.0  # seconds between scans; a file must be unchanged for one
+    import_memory_mb: int = 1024  # memory a dropped file may take to read (an XLSX bomb cannot take more)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +214,11 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], _Parser]]] = {
     },
     "store": {"path": (str, lambda s: Path(s).expanduser())},
     "matching": {"ignore_subaddress": (bool, None), "gmail_dots": (bool, None)},
-    "watch": {"folder": (str, _optional_path), "interval": ((int, float), _positive)},
+    "watch": {
+        "folder": (str, _optional_path),
+        "interval": ((int, float), _positive),
+        "import_memory_mb": (int, _int_range(64, 1_048_576)),
+    },
 }
 
 

@@ -48,6 +48,7 @@ network folder can take long to answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import datetime as dt
 import errno
@@ -56,14 +57,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TextIO
 
 from smtpguard.config import Settings
 from smtpguard.suppression import watchfs
 from smtpguard.suppression.formats import FileStats, ImportFormatError, Reject, detect_encoding
 from smtpguard.suppression.ingest import DEFAULT_REASON as REASON
-from smtpguard.suppression.ingest import import_file
 from smtpguard.suppression.store import AddResult, Store, StoreError, utc_now
+from smtpguard.suppression.watchchild import ChildImport
 from smtpguard.suppression.watchfs import FileId, FolderProblem, Folders, shown
 
 __all__ = ["DONE", "FAILED", "UNTERMINATED_GRACE", "watch_folder"]
@@ -134,19 +135,26 @@ class Outcome:
 
 
 async def import_dropped(ctx: WatchContext, fd: int, name: str) -> Outcome:
-    """Import the open file `name` as `smtpguard import FILE` does; StoreError propagates (transient)."""
+    """Import the open file `name` as `smtpguard import FILE` does; StoreError propagates (transient).
+
+    The file is parsed in a memory-capped child (watchchild); the entries it
+    sends are written here, in one transaction that a failing child rolls back.
+    """
     out = Outcome(name, utc_now())
     begin = time.monotonic()
-    path = Path(f"/proc/self/fd/{fd}")  # the file we opened, never what the name points to now
+    settings = ctx.settings
+    child = ChildImport(fd, Path(name).stem, REASON, out.started, settings.matching, settings.watch.import_memory_mb)
     try:
-        # Cancelled (shutdown), the store stops reading rows at once and rolls back.
-        done = await import_file(ctx.store, path, rules=ctx.settings.matching, source=Path(name).stem, reason=REASON)
-        out.stats, out.rejects, out.result = done.stats, done.rejects, done.result
+        await asyncio.to_thread(child.start)
+        out.result = await _add_all(ctx.store, child)
+        out.stats, out.rejects = child.stats, child.rejects
     except ImportFormatError as exc:
-        out.error = str(exc).replace(f"{path}: ", "", 1)
+        out.error = str(exc)
+        out.stats = child.stats
     except (UnicodeError, OSError) as exc:  # a read failing half-way, e.g. a vanished network share
         out.error = f"unreadable: {exc}"
     finally:
+        await asyncio.to_thread(child.stop)
         out.seconds = time.monotonic() - begin
     if out.error is None and out.result is not None and out.result.rows == 0:
         if out.stats.invalid:
@@ -154,6 +162,20 @@ async def import_dropped(ctx: WatchContext, fd: int, name: str) -> Outcome:
         else:
             out.error = "no entries found in the file"
     return out
+
+
+async def _add_all(store: Store, child: ChildImport) -> AddResult:
+    """`store.add_entries` of the child's stream; cancelled, the child is killed first so the rollback need not wait."""
+    adding = asyncio.create_task(store.add_entries(child.rows()))
+    try:
+        await asyncio.wait({adding})
+    except asyncio.CancelledError:
+        child.kill()  # ends the stream the store's thread is reading
+        adding.cancel()
+        with contextlib.suppress(BaseException):
+            await adding
+        raise
+    return adding.result()
 
 
 _REPORT, _REJECTS = ".report.txt", ".rejects.csv"
@@ -211,29 +233,45 @@ def render_report(out: Outcome, source: Path, moved: Path | None, move_error: st
     return "\n".join(lines) + "\n"
 
 
+def _write_rejects(fh: TextIO, rejects: list[Reject]) -> None:
+    rows = csv.writer(fh)
+    rows.writerow(["line", "text", "reason"])
+    rows.writerows((r.line, r.text, r.reason) for r in rejects)
+
+
 def file_away(folder: Path, dirs: Folders, name: str, out: Outcome) -> tuple[Path | None, str | None]:
-    """Move `name` to done/ or failed/ and write its report(s); (new path, why not moved)."""
+    """Move `name` to done/ or failed/ with its report(s); (new path, why not moved).
+
+    The reports are in place before the file arrives, so whoever sees the file
+    can read its report.
+    """
     target_fd = dirs.done if out.target == DONE else dirs.failed
     moved: Path | None = None
     move_error: str | None = None
     target = name
     try:
         target = _unique(target_fd, name)
+        _write_reports(folder, target_fd, target, name, out, folder / out.target / target, None)
         watchfs.move(dirs.root, name, target_fd, target)
         moved = folder / out.target / target
     except OSError as exc:
         move_error = f"cannot move it to {out.target}/: {exc.strerror or exc}"
+        _write_reports(folder, target_fd, target, name, out, None, move_error)
+    return moved, move_error
+
+
+def _write_reports(
+    folder: Path, dir_fd: int, target: str, name: str, out: Outcome, moved: Path | None, move_error: str | None
+) -> None:
+    """Write (or, after a failed move, rewrite) the report and rejects of `name` as `target`."""
+    again = move_error is not None
     try:
-        with watchfs.create(target_fd, target + _REPORT) as fh:
-            fh.write(render_report(out, folder / name, moved, move_error))
         if out.rejects:
-            with watchfs.create(target_fd, target + _REJECTS) as fh:
-                rows = csv.writer(fh)
-                rows.writerow(["line", "text", "reason"])
-                rows.writerows((r.line, r.text, r.reason) for r in out.rejects)
+            watchfs.write_new(dir_fd, target + _REJECTS, lambda fh: _write_rejects(fh, out.rejects), replace=again)
+        text = render_report(out, folder / name, moved, move_error)
+        watchfs.write_new(dir_fd, target + _REPORT, lambda fh: fh.write(text), replace=again)
     except OSError as exc:
         log.error("watch: cannot write the report of %s in %s/: %s", shown(name), out.target, exc.strerror or exc)
-    return moved, move_error
 
 
 @dataclass

@@ -6,7 +6,7 @@ for a link between the scan and the import.  So the folder and its `done/`
 and `failed/` are opened as directory descriptors with O_NOFOLLOW (a symlink
 or a regular file in their place is refused, saying so), files are opened
 relative to them with O_NOFOLLOW, moved with `rename(src_dir_fd, dst_dir_fd)`
-and reports are created with O_CREAT|O_EXCL|O_NOFOLLOW.
+and reports are created with O_CREAT|O_EXCL|O_NOFOLLOW, then renamed into place.
 """
 
 from __future__ import annotations
@@ -129,8 +129,22 @@ def move(root: int, name: str, dst: int, new_name: str) -> None:
     os.rename(name, new_name, src_dir_fd=root, dst_dir_fd=dst)
 
 
-def create(dir_fd: int, name: str) -> TextIO:
-    """A new text file `name` in the folder; fails on anything already there, symlinks included."""
+def write_new(dir_fd: int, name: str, write: Callable[[TextIO], object], *, replace: bool = False) -> None:
+    """Create the text file `name` in the folder whole (readers never see it half-written).
+
+    Written under a hidden name created with O_EXCL|O_NOFOLLOW, then renamed:
+    a symlink planted under either name is never followed.
+    """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(name, flags, 0o640, dir_fd=dir_fd)
-    return os.fdopen(fd, "w", encoding="utf-8", newline="")
+    tmp = f".{name}.{os.getpid()}.tmp"
+    fd = os.open(tmp, flags, 0o640, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            write(fh)
+        if not replace and exists(dir_fd, name):
+            raise FileExistsError(errno.EEXIST, "already there", name)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
