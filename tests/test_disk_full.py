@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from smtpguard.config import MatchRules
 from smtpguard.smtp.audit import AuditWriter
+from smtpguard.suppression.addresses import MatchRules
 from smtpguard.suppression.store import Event, open_store, utc_now
 from smtpguard.suppression.watch import watch_folder
 
@@ -56,7 +56,7 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
 
 
 def event(i: int) -> Event:
-    return Event(utc_now(), "refused", "alice@corp.example", f"r{i}@x.example", "r@x.example", "t", "::1", "", "")
+    return Event(utc_now(), "rejected", "alice@corp.example", f"r{i}@x.example", "r@x.example", "t", "::1", "", "")
 
 
 async def test_pending_audit_events_are_bounded(small_disk: SmallDisk, caplog: pytest.LogCaptureFixture) -> None:
@@ -96,7 +96,10 @@ async def test_audit_disk_full_while_relaying(
     small_disk.free()
     await relay.ctx.audit.flush()
     assert relay.ctx.audit.pending == 0
-    assert len([e for e in await relay.ctx.store.events() if e.action == "refused"]) >= 60
+    relayed = [
+        e for e in await relay.ctx.store.events() if e.sender != "alice@corp.example" or e.entry != "r@x.example"
+    ]
+    assert len(relayed) == 60 and {e.recipient for e in relayed} == {"jane.doe@example.com", "x@blocked.example"}
 
 
 async def test_import_on_a_full_disk_changes_nothing_and_retries(
