@@ -201,7 +201,7 @@ def rss_mb() -> float:
 
 
 def temp_files() -> set[str]:
-    return set(os.listdir(tempfile.gettempdir()))
+    return set(os.listdir(tempfile.gettempdir()))  # the run's own (see run): others share /tmp
 
 
 async def _seed(db: Path) -> None:
@@ -219,6 +219,8 @@ async def _seed(db: Path) -> None:
 async def run(messages: int, sessions: int, seed: int, workdir: Path) -> list[str]:
     """Run the soak; print the figures; return the failed checks (empty: all good)."""
     rng = random.Random(seed)
+    (workdir / "tmp").mkdir()
+    tempfile.tempdir = str(workdir / "tmp")  # temporary files of this process only
     up = FaultyUpstream(random.Random(seed + 1))
     loop = asyncio.get_running_loop()
     upstream = await loop.create_server(lambda: SMTP(up, loop=loop, hostname="upstream.soak"), "127.0.0.1", 0)
@@ -294,6 +296,7 @@ async def run(messages: int, sessions: int, seed: int, workdir: Path) -> list[st
         print(line)
     await relay.stop(deadline=2)
     upstream.close()
+    tempfile.tempdir = None
     return failed
 
 
