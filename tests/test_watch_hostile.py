@@ -6,7 +6,9 @@ import asyncio
 import logging
 import os
 import shutil
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,21 +82,24 @@ async def test_file_swapped_for_a_symlink_after_the_scan_is_not_imported(
 ) -> None:
     secret = tmp_path / "secret.csv"
     secret.write_text("email\nsecret1@x.example\nsecret2@x.example\n")
-    real_complete = watch.Watcher.complete
+    real_import = watch.import_dropped
     swapped: list[str] = []
 
-    async def swap_then_complete(self: watch.Watcher, name: str) -> bool:
-        # Between the scan and the import: the dropper replaces the file by a link.
-        os.unlink(inbox / name)
-        os.symlink(secret, inbox / name)
-        swapped.append(name)
-        return await real_complete(self, name)
+    async def swap_then_import(*args: Any) -> watch.Outcome:
+        # Checked, about to be read: the dropper replaces the file by a link.
+        os.unlink(inbox / "list.csv")
+        os.symlink(secret, inbox / "list.csv")
+        swapped.append("list.csv")
+        return await real_import(*args)
 
-    monkeypatch.setattr(watch.Watcher, "complete", swap_then_complete)
+    monkeypatch.setattr(watch, "import_dropped", swap_then_import)
     (inbox / "list.csv").write_text(LIST)
     await until(lambda: bool(swapped))
     await asyncio.sleep(4 * INTERVAL)
-    assert entries(relay) == 2 and secret.exists()
+    with sqlite3.connect(relay.ctx.settings.store.path) as db:
+        keys = {k for (k,) in db.execute("SELECT key FROM entries")}
+    assert not keys & {"secret1@x.example", "secret2@x.example"}, keys
+    assert secret.read_text().startswith("email\nsecret1") and (inbox / "list.csv").is_symlink()
     assert list((inbox / "done").iterdir()) == [] and list((inbox / "failed").iterdir()) == []
 
 
