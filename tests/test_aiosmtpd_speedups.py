@@ -13,7 +13,9 @@ from aiosmtpd.smtp import SMTP
 
 from smtpguard.config import Settings, StoreSettings
 from smtpguard.smtp import speedups as aiosmtpd_speedups
-from smtpguard.smtp.relay import Guard, GuardSMTP, RelayContext
+from smtpguard.smtp.context import RelayContext
+from smtpguard.smtp.handler import RelayHandler
+from smtpguard.smtp.session import RelaySession
 
 from .smtp_fixtures import Upstream
 
@@ -29,8 +31,8 @@ async def test_same_result_as_stock_inspect() -> None:
     loop = asyncio.get_running_loop()
     ctx = RelayContext(settings=Settings(store=StoreSettings(Path("unused.db"))), store=None, audit=None)  # type: ignore[arg-type]
     makers = [
-        lambda: GuardSMTP(Guard(ctx), ctx, loop=loop, hostname="h", auth_require_tls=False),
-        lambda: GuardSMTP(Guard(ctx), ctx, loop=loop, hostname="h", auth_exclude_mechanism=["LOGIN"]),
+        lambda: RelaySession(RelayHandler(ctx), ctx, loop=loop, hostname="h", auth_require_tls=False),
+        lambda: RelaySession(RelayHandler(ctx), ctx, loop=loop, hostname="h", auth_exclude_mechanism=["LOGIN"]),
         lambda: SMTP(Upstream(), loop=loop, hostname="h", authenticator=Upstream().authenticate),
     ]
     fast = [shape(make()) for make in makers]  # type: ignore[no-untyped-call]
@@ -41,7 +43,7 @@ async def test_same_result_as_stock_inspect() -> None:
     finally:
         aiosmtpd.smtp.inspect = shim  # type: ignore[attr-defined]
     assert fast == stock
-    assert fast[0][0] == {"PLAIN": ("Guard.auth_PLAIN", False), "LOGIN": ("Guard.auth_LOGIN", False)}
+    assert fast[0][0] == {"PLAIN": ("AuthHooks.auth_PLAIN", False), "LOGIN": ("AuthHooks.auth_LOGIN", False)}
     assert fast[2][0] == {"PLAIN": ("SMTP.auth_PLAIN", True), "LOGIN": ("SMTP.auth_LOGIN", True)}
     assert fast[0][1] == "new"
 

@@ -6,10 +6,10 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from smtpguard.smtp.relay import _PLAIN_PATH, GuardSMTP
+from smtpguard.smtp.session import _PLAIN_PATH, RelaySession
 
 # _getaddr reads no per-connection state: an instance without __init__ will do.
-SESSION = GuardSMTP.__new__(GuardSMTP)
+SESSION = RelaySession.__new__(RelaySession)
 
 
 def ours(arg: str) -> tuple[str | None, str | None]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ import aiosmtpd
 import aiosmtpd.smtp
 
 CHECKED_VERSION = "1.4.6"
+log = logging.getLogger("smtpguard.server")
 
 
 _AUTH_NAMES: dict[type, tuple[str, ...]] = {}
@@ -62,6 +64,9 @@ class _Inspect:
 def install() -> bool:
     """Use the cached look-ups in aiosmtpd.smtp; False (and nothing changed) on another release."""
     if aiosmtpd.__version__ != CHECKED_VERSION:
+        log.info(
+            "aiosmtpd %s is not %s: its set-up look-ups are left as they are", aiosmtpd.__version__, CHECKED_VERSION
+        )
         return False
     aiosmtpd.smtp.inspect = _Inspect()  # type: ignore[assignment,attr-defined]
     return True
