@@ -22,7 +22,6 @@ from smtpguard import config
 from smtpguard.config import ConfigError, Endpoint, Settings
 from smtpguard.runtime.safety import relay_problems
 from smtpguard.runtime.systemd import monotonic_usec, notify, watchdog_interval
-from smtpguard.smtp import speedups
 from smtpguard.smtp.audit import AuditWriter
 from smtpguard.smtp.context import RelayContext
 from smtpguard.smtp.handler import RelayHandler
@@ -68,7 +67,6 @@ class Relay:
         if problems:
             raise RelayRefused("refusing to start: " + "; ".join(problems))
         store = await connect(settings)
-        speedups.install()  # aiosmtpd's per-connection set-up, cached (only on the release checked)
         relay = cls(settings, store)
         try:
             relay.listeners, relay.endpoints = await relay._bind(settings)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 _session_ids = itertools.count(1)
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 # `<dot-atom@host.name> params`: the path most clients send (see RelaySession._getaddr).
-_PLAIN_PATH = re.compile(rf"\s*<({_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>\s*(.*)", re.S)
+_PLAIN_PATH = re.compile(rf"[ \t]*<({_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>\s*(.*)", re.S)
 # An RFC 2047 encoded-word, loosely: Python's header parser (aiosmtpd, and an
 # upstream built on it) would decode `=?utf-8?q?jane.doe?=` to `jane.doe`,
 # after the list was checked for the literal text. Never valid in a path.
@@ -50,13 +50,18 @@ def is_trusted(client_ip: str, networks: tuple[ipaddress.IPv4Network | ipaddress
     return any(ip in n for n in networks)
 
 
+# aiosmtpd log messages whose last argument is a client's line, whatever it is.
+_CLIENT_TEXT = frozenset({"%r unrecognised: %s", "%r can't decode base64: %s"})
+
+
 class _NoCredentials(logging.Filter):
     """Keep passwords out of aiosmtpd's log (logger `mail.log`).
 
     When a client's AUTH exchange gets out of step, its password line is read
-    as a command: aiosmtpd logs it at INFO (`>> b'...'`, sanitized only for
-    lines that start with AUTH) and again at WARNING (`unrecognised: ...`).
-    Any line that does not start with a known command is logged by length only.
+    as a command: aiosmtpd logs it (`>> b'...'` at INFO, sanitized only for
+    lines that start with AUTH; `readline` at DEBUG) and again at WARNING
+    (`unrecognised: ...`), or as undecodable base64 inside AUTH. A client line
+    that does not start with a known command is logged by its length only.
     """
 
     def __init__(self, commands: frozenset[str]) -> None:
@@ -65,14 +70,18 @@ class _NoCredentials(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if isinstance(args, tuple) and len(args) == 2:
-            if record.msg == "%r unrecognised: %s":
-                record.args = (args[0], f"<{len(str(args[1]))} characters not shown>")
-            elif record.msg == "%r >> %r" and isinstance(args[1], bytes):
-                verb = args[1].split(b" ", 1)[0].upper().decode("ascii", "replace")
-                if verb not in self.commands:
-                    record.args = (args[0], f"<{len(args[1])} bytes not shown: not a command>")
+        if isinstance(args, tuple) and args:
+            if record.msg in _CLIENT_TEXT:
+                record.args = (*args[:-1], f"<{len(str(args[-1]))} characters not shown>")
+            else:
+                record.args = tuple(self._shown(a) for a in args)
         return True
+
+    def _shown(self, arg: object) -> object:
+        if not isinstance(arg, bytes):
+            return arg
+        verb = arg.split(b" ", 1)[0].strip().upper().decode("ascii", "replace")
+        return arg if verb in self.commands else f"<{len(arg)} bytes not shown: not a command>"
 
 
 def guard_mail_log() -> None:
