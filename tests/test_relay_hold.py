@@ -101,7 +101,8 @@ async def test_auth_out_of_step_never_logs_the_password(
     assert (await raw.cmd(password + "!")).startswith("501")
     await raw.close()
     assert caplog.records  # aiosmtpd did log the session
-    assert password not in caplog.text and encoded not in caplog.text
+    logged = caplog.text.lower()  # aiosmtpd upper-cases what it takes for a command
+    assert password.lower() not in logged and encoded.lower() not in logged
     assert "not shown" in caplog.text
 
 
