@@ -454,7 +454,7 @@ async def test_generated_spellings_are_refused_on_the_wire(make_relay: RelayFact
     assert sum(matched) > 0.8 * len(matched), (sum(matched), len(matched))
 
 
-# --- the relay's path parsing (relay.py) ------------------------------------------------------
+# --- the relay's path parsing (smtp/session.py) ------------------------------------------------------
 
 
 async def test_backslash_outside_quotes_is_refused(make_relay: RelayFactory, upstream: Upstream) -> None:

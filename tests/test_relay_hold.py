@@ -18,13 +18,10 @@ from pathlib import Path
 import pytest
 
 from smtpguard import replies
-from smtpguard.passwords import hash_password
 from smtpguard.smtp import auth as auth_module
-from smtpguard.suppression.addresses import MatchRules
-from smtpguard.suppression.store import open_store
 
 from .conftest import RelayFactory
-from .relay_helpers import SENDER, Raw, message
+from .relay_helpers import SENDER, Raw, local_relay, message
 from .smtp_fixtures import Certs, Upstream
 
 
@@ -223,14 +220,7 @@ async def test_local_password_guessing_is_throttled_and_logged_for_fail2ban(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(auth_module, "FAILURE_DELAY", 0.0)
-    store = await open_store(tmp_path / "list.db", MatchRules())
-    try:
-        await store.set_user("bob.sales", hash_password("hunter2"))
-    finally:
-        await store.close()
-    pw = tmp_path / "upstream.pw"
-    pw.write_text("relaypw\n")
-    relay = await make_relay(server={"auth": "local"}, upstream={"username": "relay", "password_file": pw})
+    relay = await local_relay(make_relay, tmp_path)
     caplog.set_level(logging.WARNING, logger="smtpguard.relay")
 
     def plain(user: str, password: str) -> str:

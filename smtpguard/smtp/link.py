@@ -6,7 +6,10 @@ The base of the aiosmtpd handler (`handler.RelayHandler`).
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiosmtplib
 
@@ -17,6 +20,29 @@ from smtpguard.smtp.upstream import UpstreamUnavailable, close_quietly, connect,
 from smtpguard.suppression.store import Event, utc_now
 
 log = logging.getLogger("smtpguard.relay")
+Hook = Callable[..., Awaitable[str]]
+
+
+def answers_4xx(command: str, *, end_transaction: bool = False) -> Callable[[Hook], Hook]:
+    """A hook that never raises: a failure is logged and answered 451 (aiosmtpd
+    would answer a permanent 500 that leaks internals; aiosmtpd 1.4.6, smtp.py
+    `_call_handler_hook`). With `end_transaction`, the transaction ends too."""
+
+    def wrap(hook: Hook) -> Hook:
+        @functools.wraps(hook)
+        async def guarded(self: UpstreamLink, server: RelaySession, *args: Any) -> str:
+            try:
+                return await hook(self, server, *args)
+            except Exception:
+                log.exception("session=%d %s failed", server.sid, command)
+                if end_transaction:
+                    await self.rset_upstream(server)
+                    self.end_transaction(server)
+                return replies.INTERNAL.say(self.lang)
+
+        return guarded
+
+    return wrap
 
 
 class UpstreamLink:

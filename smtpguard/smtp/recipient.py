@@ -17,7 +17,7 @@ from aiosmtpd.smtp import Envelope, Session
 from smtpguard import replies
 from smtpguard.replies import upstream_error, upstream_reply
 from smtpguard.smtp.context import LOST
-from smtpguard.smtp.link import UpstreamLink
+from smtpguard.smtp.link import UpstreamLink, answers_4xx
 from smtpguard.smtp.session import RelaySession
 from smtpguard.smtp.upstream import describe
 from smtpguard.suppression import verdict
@@ -29,16 +29,12 @@ log = logging.getLogger("smtpguard.relay")
 
 
 class RecipientHook(UpstreamLink):
-    async def handle_RCPT(
-        self, server: RelaySession, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
-    ) -> str:
-        try:
-            return await self._rcpt(server, envelope, address, rcpt_options)
-        except Exception:
-            log.exception("session=%d RCPT failed", server.sid)
-            return replies.INTERNAL.say(self.lang)
+    """The handler's RCPT hook."""
 
-    async def _rcpt(self, server: RelaySession, envelope: Envelope, address: str, options: list[str]) -> str:
+    @answers_4xx("RCPT")
+    async def handle_RCPT(
+        self, server: RelaySession, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
         txn = server.txn
         up = server.upstream
         if txn is None or up is None:

@@ -2,7 +2,8 @@
 
 Every override of aiosmtpd 1.4.6 internals lives here and nowhere else
 (`_getaddr`, `push`, `_timeout_cb`, `data_received`, `connection_made`,
-`connection_lost`, `_call_handler_hook`); what the relay *decides* lives in
+`connection_lost`, `_call_handler_hook`, `smtp_STARTTLS`, and a filter on its
+logger that keeps passwords out); what the relay *decides* lives in
 the handler's modules (auth, transaction, recipient).  See the notes on
 aiosmtpd for the behaviours these work around.
 """

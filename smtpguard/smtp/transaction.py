@@ -16,7 +16,7 @@ from aiosmtpd.smtp import Envelope, Session
 from smtpguard import replies
 from smtpguard.replies import upstream_error, upstream_reply
 from smtpguard.smtp.context import LOST, Transaction
-from smtpguard.smtp.link import UpstreamLink
+from smtpguard.smtp.link import UpstreamLink, answers_4xx
 from smtpguard.smtp.message import header_value, remove_recipients
 from smtpguard.smtp.notice import notify_sender
 from smtpguard.smtp.session import RelaySession
@@ -27,16 +27,10 @@ log = logging.getLogger("smtpguard.relay")
 
 
 class TransactionHooks(UpstreamLink):
-    async def handle_MAIL(
-        self, server: RelaySession, session: Session, envelope: Envelope, address: str, mail_options: list[str]
-    ) -> str:
-        try:
-            return await self._mail(server, session, envelope, address, mail_options)
-        except Exception:
-            log.exception("session=%d MAIL failed", server.sid)
-            return replies.INTERNAL.say(self.lang)
+    """The handler's MAIL, DATA, RSET and QUIT hooks."""
 
-    async def _mail(
+    @answers_4xx("MAIL")
+    async def handle_MAIL(
         self, server: RelaySession, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         settings = self.ctx.settings  # the transaction keeps these until it ends
@@ -88,16 +82,8 @@ class TransactionHooks(UpstreamLink):
         server.txn = Transaction(settings=settings, sender=sender, utf8=utf8)
         return upstream_reply(r.code, r.message)
 
+    @answers_4xx("DATA", end_transaction=True)
     async def handle_DATA(self, server: RelaySession, session: Session, envelope: Envelope) -> str:
-        try:
-            return await self._data(server, envelope)
-        except Exception:
-            log.exception("session=%d DATA failed", server.sid)
-            await self.rset_upstream(server)
-            self.end_transaction(server)
-            return replies.INTERNAL.say(self.lang)
-
-    async def _data(self, server: RelaySession, envelope: Envelope) -> str:
         txn = server.txn
         up = server.upstream
         if txn is None:
