@@ -23,7 +23,9 @@ from smtpguard.config import ConfigError, Endpoint, Settings
 from smtpguard.runtime.safety import relay_problems
 from smtpguard.runtime.systemd import monotonic_usec, notify, watchdog_interval
 from smtpguard.smtp.audit import AuditWriter
-from smtpguard.smtp.relay import Guard, GuardSMTP, RelayContext
+from smtpguard.smtp.context import RelayContext
+from smtpguard.smtp.handler import RelayHandler
+from smtpguard.smtp.session import RelaySession
 from smtpguard.suppression.store import Store, StoreError, connect
 from smtpguard.suppression.watch import watch_folder
 
@@ -55,7 +57,7 @@ class Relay:
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self.ctx = RelayContext(settings=settings, store=store, audit=AuditWriter(store))
-        self.guard = Guard(self.ctx)
+        self.guard = RelayHandler(self.ctx)
         self.listeners: list[asyncio.Server] = []
         self.endpoints: list[Endpoint] = []  # as bound (port 0 resolved)
 
@@ -79,8 +81,8 @@ class Relay:
         loopback = endpoint.is_loopback
         loop = asyncio.get_running_loop()
 
-        def make() -> GuardSMTP:
-            return GuardSMTP(
+        def make() -> RelaySession:
+            return RelaySession(
                 self.guard,
                 self.ctx,
                 implicit_tls=implicit,
@@ -178,7 +180,7 @@ class Relay:
                 self._say_goodbye(s)
 
     @staticmethod
-    def _say_goodbye(s: GuardSMTP) -> None:
+    def _say_goodbye(s: RelaySession) -> None:
         transport = s.transport
         if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
             s.ctx.sessions.discard(s)
