@@ -72,6 +72,7 @@ def test_fast_path_agrees_with_aiosmtpd() -> None:
     @example("<>")
     @example("<@a,@b:user@example.com>")
     @example("<=?utf-8?q?jane.doe?=@example.com>")
+    @example("<=??q?=3D@example.com>")  # empty charset, shared `?`: found by this property
     @example('<"=?utf-8?b?amFuZS5kb2U=?="@example.com>')
     def prop(arg: str) -> None:
         check(arg, seen)

@@ -35,7 +35,10 @@ _PLAIN_PATH = re.compile(rf"[ \t]*<({_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.
 # An RFC 2047 encoded-word, loosely: Python's header parser (aiosmtpd, and an
 # upstream built on it) would decode `=?utf-8?q?jane.doe?=` to `jane.doe`,
 # after the list was checked for the literal text. Never valid in a path.
-ENCODED_WORD = re.compile(r"=\?[^?]*\?[^?]*\?.*?\?=", re.S)
+# Python's e-mail parser (aiosmtpd's slow path, and many upstreams) decodes
+# RFC 2047 words leniently, even `=??q?=` with an empty charset and shared
+# `?`: any `=?` in a path is refused rather than guessed at.
+ENCODED_WORD = re.compile(r"=\?")
 _MALFORMED = "553 5.1.3 Error: malformed address"  # aiosmtpd's reply when _getaddr gives None
 SESSION_LIMIT = 3600.0  # seconds one connection may last, whatever it does
 SESSION_LIMIT_RECHECK = 30.0  # then, while a transaction is open, look again this often
