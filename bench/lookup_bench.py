@@ -122,7 +122,7 @@ async def one_check(path: Path, addr: str) -> bool:
     settings = config.load(None, path)
     store = await open_store(settings.store.path, settings.matching, create=False)
     try:
-        return await check_address(store, addr, settings.matching) is not None
+        return await check_address(store, addr) is not None
     finally:
         await store.close()
 

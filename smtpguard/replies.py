@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from smtpguard.suppression.store import StoredEntry
+from smtpguard.suppression.store import EntryRow
 from smtpguard.suppression.verdict import Suppressed
 
 
-def _date(entry: StoredEntry) -> str:
+def _date(entry: EntryRow) -> str:
     return entry.added[:10]
 
 

@@ -455,3 +455,13 @@ async def test_failed_import_leaves_the_store_unchanged(tmp_path: Path) -> None:
         assert await store_keys(db) == before
     finally:
         await store.close()
+
+
+def test_invisible_characters_are_counted_invalid_never_added(tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    hidden = ["jane.do\u034fe@example.com", "bob\ufe0f@example.com", "\u3164ann@example.com", "zo\u200be@example.com"]
+    path.write_text("Email\n" + "\n".join([*hidden, "ok@example.com"]) + "\n", encoding="utf-8")
+    got, stats, rejects = load(path)
+    assert keys(got) == {"ok@example.com"}
+    assert (stats.rows, stats.invalid) == (5, 4)
+    assert all("invisible character" in r.reason for r in rejects)

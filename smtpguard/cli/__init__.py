@@ -22,8 +22,8 @@ import typer
 
 from smtpguard import __version__, config
 from smtpguard.config import ConfigError, Settings
-from smtpguard.suppression.addresses import AddressError, Entry, parse_entry
-from smtpguard.suppression.store import EntryRow, Store, StoredEntry, StoreError, connect, utc_now
+from smtpguard.suppression.addresses import AddressError, Entry, MatchRules, parse_entry
+from smtpguard.suppression.store import EntryRow, Store, StoreError, connect, utc_now
 from smtpguard.suppression.verdict import check_address
 
 T = TypeVar("T")
@@ -102,8 +102,8 @@ def emit_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
-def entry_dict(e: StoredEntry) -> dict[str, Any]:
-    return asdict(e)
+def entry_dict(e: EntryRow) -> dict[str, Any]:
+    return e._asdict()
 
 
 def parse_date(text: str | None, option: str) -> str | None:
@@ -115,12 +115,12 @@ def parse_date(text: str | None, option: str) -> str | None:
         raise Failure(f"{option} must be a date YYYY-MM-DD, got {text!r}") from None
 
 
-def parse_entries(texts: list[str], settings: Settings) -> list[Entry]:
+def parse_entries(texts: list[str], rules: MatchRules) -> list[Entry]:
     """Entries typed on the command line; the first bad one stops the command."""
     out = []
     for text in texts:
         try:
-            out.append(parse_entry(text, settings.matching))
+            out.append(parse_entry(text, rules))
         except AddressError as exc:
             raise Failure(f"{text!r} is not an address or domain: {exc}") from None
     return out
@@ -197,7 +197,7 @@ def import_(
             for path in files:
                 with progress_bar(path.name, total_size(path)) as advance:
                     done = await import_file(
-                        store, path, rules=settings.matching, source=source, reason=reason, expires=expiry,
+                        store, path, source=source, reason=reason, expires=expiry,
                         column=column, commit=not dry_run, progress=advance,
                     )  # fmt: skip
                 results.append(
@@ -246,9 +246,10 @@ def add(
 
     async def main() -> list[dict[str, Any]]:
         expiry = parse_date(expires, "--expires")
-        parsed = parse_entries(entries, settings)
+        parse_entries(entries, settings.matching)  # bad input stops before the list is opened
         out = []
         async with opened(settings) as store:
+            parsed = parse_entries(entries, await store.rules())  # keyed the list's way
             now = utc_now()
             for e in parsed:
                 r = await store.add_entries([EntryRow(e.key, e.kind, e.original, source, reason, now, expiry)])
@@ -275,8 +276,9 @@ def remove(
     settings = settings_for(config_path, db)
 
     async def main() -> list[dict[str, Any]]:
-        keys = [(e.original, e.key) for e in parse_entries(entries, settings)]
+        parse_entries(entries, settings.matching)  # bad input stops before the list is opened
         async with opened(settings, create=False) as store:
+            keys = [(e.original, e.key) for e in parse_entries(entries, await store.rules())]
             removed = set(await store.remove([k for _, k in keys]))
         return [{"entry": t, "key": k, "removed": k in removed} for t, k in keys]
 
@@ -305,7 +307,7 @@ def check(
         async with opened(settings, create=False) as store:
             for a in addresses:
                 try:
-                    hit = await check_address(store, a, settings.matching)
+                    hit = await check_address(store, a)
                 except AddressError as exc:
                     raise Failure(f"{a!r} is not a valid address: {exc}") from None
                 out.append(

@@ -482,7 +482,7 @@ class Guard:
         if len(envelope.rcpt_tos) >= settings.server.max_recipients:
             return text(self.lang, "too_many")
         try:
-            entry = await verdict.check_recipient(self.ctx.store, address, settings.matching)
+            entry = await verdict.check_recipient(self.ctx.store, address)
         except RoutingRefused as exc:
             return text(self.lang, "routing", address=address, why=str(exc))
         except AddressError as exc:
@@ -588,7 +588,7 @@ class Guard:
         # too. A suppressed (or unreadable) sender gets none; the client's
         # 250 already stands, so skip quietly rather than fail the message.
         try:
-            blocked = await verdict.check_address(self.ctx.store, txn.sender, settings.matching)
+            blocked = await verdict.check_address(self.ctx.store, txn.sender)
         except (AddressError, StoreError) as exc:
             log.warning("session=%d sender notice not sent: cannot check <%s>: %s", server.sid, txn.sender, exc)
             return

@@ -33,9 +33,8 @@ Where does a file go?
 A file that cannot be moved (permissions) is remembered by (name, size,
 mtime) and not imported again until it changes.
 
-The parsing is CPU-bound and synchronous, but `add_entries` hands the row
-generator to aiosqlite's worker thread (sqlite3 `executemany` pulls the rows
-there), so the event loop only competes for the GIL and keeps serving SMTP;
+The parsing is CPU-bound and synchronous, but `import_file` runs it in a
+worker thread, so the event loop only competes for the GIL and keeps serving SMTP;
 tests/test_watch.py measures the loop's longest stall during a big import.
 Folder scans and report writing go through `asyncio.to_thread` because a
 network folder can take long to answer.
@@ -158,7 +157,7 @@ async def import_dropped(ctx: WatchContext, path: Path) -> Outcome:
     begin = time.monotonic()
     try:
         # Cancelled (shutdown), the store stops reading rows at once and rolls back.
-        done = await import_file(ctx.store, path, rules=ctx.settings.matching, reason=REASON)
+        done = await import_file(ctx.store, path, reason=REASON)
         out.stats, out.rejects, out.result = done.stats, done.rejects, done.result
     except ImportFormatError as exc:
         out.error = str(exc).replace(f"{path}: ", "", 1)
