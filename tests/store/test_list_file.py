@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -78,6 +80,10 @@ async def test_a_rules_change_by_another_process_is_seen_at_the_next_lookup(tmp_
             assert await change_rules(other, RULES) == 1
         finally:
             await other.close()
+        # seen within a second (the relay checks at most once a second)
+        deadline = time.monotonic() + 2
+        while await relay.rules() != RULES and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         assert await relay.rules() == RULES
         assert await blocked(relay, "<john@gmail.com>")
         assert await blocked(relay, "<J.O.H.N@gmail.com>")
@@ -143,3 +149,37 @@ async def test_the_relay_refuses_to_start_without_its_list(tmp_path: Path) -> No
     with pytest.raises(StoreError, match="no such file"):
         await Relay.start(Settings(store=StoreSettings(db)))
     assert not db.exists()
+
+
+# --- a lookup never stalls the relay on a lock held from outside --------------------------
+
+
+async def test_a_lookup_behind_a_lock_held_from_outside_fails_closed_within_milliseconds(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    db = tmp_path / "list.db"
+    store = await open_store(db, RULES)
+    try:
+        await store.add_entries([row("jane@example.com")])
+        assert await blocked(store, "<jane@example.com>")
+        code = (
+            "import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+            "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 5, 123, os.SEEK_SET)\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(30)\n"
+        )
+        holder = subprocess.Popen([sys.executable, "-c", code, f"{db}-shm"], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+            for _ in range(3):  # and again: the relay keeps answering, never stalls
+                start = time.monotonic()
+                with pytest.raises(StoreError, match="no answer within"):
+                    await verdict.check_recipient(store, "<jane@example.com>")
+                assert time.monotonic() - start < 0.5
+        finally:
+            holder.kill()
+            holder.wait()
+    finally:
+        await store.close()

@@ -1,10 +1,12 @@
 """SQLite store: aiosqlite for writes and listings, WAL so readers never wait.
 
 The RCPT lookup is the hot path: it uses its own plain `sqlite3` connection
-on the event-loop thread, because one indexed point query (~10 µs) costs far
-less than aiosqlite's hand-off to its worker thread (~100 µs). WAL mode means
-it never waits for an import in progress, and each query sees the latest
-committed list, so an import takes effect at the next RCPT.
+and its own single thread, with a deadline (`LOOKUP_TIMEOUT`): a lock held
+from outside can make SQLite wait seconds (its WAL read-lock retry loop
+ignores busy_timeout), and the relay must answer 451 in milliseconds
+instead, never stall. WAL mode means it never waits for an import in
+progress, and each query sees the latest committed list, so an import takes
+effect at the next RCPT.
 
 The file is the list: every call first checks (one `stat`) that the path
 still names the file that is open. A list replaced on disk (`mv`, an atomic
@@ -20,10 +22,13 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import astuple
 from pathlib import Path
+from typing import TypeVar
 
 import aiosqlite
 
@@ -33,6 +38,7 @@ from .base import AddResult, EntryRow, Event, Rows, Stats, StoreError, most_spec
 from .schema import MIGRATIONS
 
 log = logging.getLogger("smtpguard.store")
+T = TypeVar("T")
 
 # An entry as EntryRow wants it, from `entries e JOIN batches b`.
 _ENTRY_SELECT = (
@@ -44,6 +50,8 @@ _INSERT = "INSERT OR IGNORE INTO entries (key, kind, original, batch) VALUES (?,
 # A lookup waits this long for a lock held from outside, then fails closed
 # (451): it runs on the event loop, so every session waits with it.
 READER_BUSY_MS = 50
+LOOKUP_TIMEOUT = 0.25  # seconds; then the lookup fails closed (StoreError -> 451)
+RULES_RECHECK = 1.0  # seconds between checks for a rules change by another process
 
 
 def _entry(row: Sequence[object]) -> EntryRow:
@@ -161,6 +169,8 @@ class SQLiteStore:
         self._ident = _identity(path)
         self._rules = rules
         self._data_version = -1
+        self._rules_checked = 0.0
+        self._lookups = ThreadPoolExecutor(1, thread_name_prefix="smtpguard-lookup")
         self._match_sql: dict[int, str] = {}
         # One connection serves every writer (import, audit, users): without
         # this lock a second BEGIN would fail, or a lone statement would join
@@ -192,8 +202,28 @@ class SQLiteStore:
         return store
 
     async def close(self) -> None:
-        self._reader.close()
+        await self._close_reader()
+        self._lookups.shutdown(wait=False)
         await self._db.close()
+
+    async def _close_reader(self) -> None:
+        # In the lookup thread, after any lookup still running there.
+        with contextlib.suppress(sqlite3.Error, RuntimeError):
+            await asyncio.get_running_loop().run_in_executor(self._lookups, self._reader.close)
+
+    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """`query(reader)` in the lookup thread, within LOOKUP_TIMEOUT."""
+        reader = self._reader if self._current() else await self._reader_now()
+        try:
+            return await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(self._lookups, query, reader), LOOKUP_TIMEOUT
+            )
+        except TimeoutError:
+            raise StoreError(
+                f"store {self.path}: no answer within {LOOKUP_TIMEOUT * 1000:.0f} ms (locked from outside?)"
+            ) from None
+        except sqlite3.Error as exc:
+            raise _describe(self.path, exc) from None
 
     # -- the file behind the path --------------------------------------------
 
@@ -210,7 +240,7 @@ class SQLiteStore:
         self._ident = None
         with contextlib.suppress(sqlite3.Error, ValueError):
             await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._reader.close()
+        await self._close_reader()
         with contextlib.suppress(sqlite3.Error, ValueError):
             await self._db.close()
         if _identity(self.path) is None:
@@ -227,6 +257,7 @@ class SQLiteStore:
             raise
         self.stale_keys = not current
         self._data_version = -1
+        self._rules_checked = 0.0
         self._ident = _identity(self.path)
         log.warning("store %s: the list file was replaced; reopened it", self.path)
 
@@ -261,17 +292,21 @@ class SQLiteStore:
     # -- matching rules ------------------------------------------------------
 
     async def rules(self) -> MatchRules:
-        reader = await self._reader_now()
-        with _store_errors(self.path):
-            # data_version moves when another connection commits: only then
-            # can the rules have changed (one cheap pragma, no table read).
-            version = reader.execute("PRAGMA data_version").fetchone()[0]
-            if version != self._data_version:
-                row = reader.execute("SELECT value FROM meta WHERE name = 'rules'").fetchone()
-                if row is not None:
-                    self._rules = MatchRules.from_tag(str(row[0]))[0]
-                self._data_version = version
+        now = time.monotonic()
+        if now - self._rules_checked >= RULES_RECHECK or not self._current():
+            self._rules, self._data_version = await self._read(self._fresh_rules)
+            self._rules_checked = now
         return self._rules
+
+    def _fresh_rules(self, reader: sqlite3.Connection) -> tuple[MatchRules, int]:
+        # data_version moves when another connection commits: only then
+        # can the rules have changed (one cheap pragma, no table read).
+        version = int(reader.execute("PRAGMA data_version").fetchone()[0])
+        if version != self._data_version:
+            row = reader.execute("SELECT value FROM meta WHERE name = 'rules'").fetchone()
+            if row is not None:
+                return MatchRules.from_tag(str(row[0]))[0], version
+        return self._rules, version
 
     async def set_rules(self, rules: MatchRules, moves: Mapping[str, str | None]) -> None:
         async with self._transaction() as db:
@@ -292,6 +327,7 @@ class SQLiteStore:
                 await db.execute("DROP TABLE IF EXISTS temp.moved")
                 await db.execute("DROP TABLE temp.moves")
         self._rules = rules
+        self._rules_checked = time.monotonic()
         self.stale_keys = False
 
     # -- the list ----------------------------------------------------------
@@ -349,17 +385,13 @@ class SQLiteStore:
         return removed
 
     async def match(self, keys: Sequence[str], today: str | None = None) -> EntryRow | None:
-        # Deliberately synchronous inside (but for a reopen): see the module docstring.
-        reader = self._reader if self._current() else await self._reader_now()
         sql = self._match_sql.get(len(keys))
         if sql is None:
             marks = ",".join("?" * len(keys))
             sql = f"{_ENTRY_SELECT} WHERE e.key IN ({marks})"
             self._match_sql[len(keys)] = sql
-        try:
-            found = reader.execute(sql, tuple(keys)).fetchall()
-        except sqlite3.Error as exc:
-            raise _describe(self.path, exc) from None
+        args = tuple(keys)
+        found = await self._read(lambda reader: reader.execute(sql, args).fetchall())
         if not found:
             return None
         return most_specific(map(_entry, found), keys, today or utc_today())
