@@ -6,7 +6,7 @@ arrives. Keys are made with the list's own matching rules.
 
 Parsing is CPU-bound and synchronous: it runs in a worker thread, in chunks
 handed to the store, whatever the backend, so the event loop keeps serving
-SMTP. The next chunk is read while the store writes the previous one.
+SMTP.
 """
 
 from __future__ import annotations
@@ -41,10 +41,12 @@ class FileImport:
 
 
 async def in_thread(items: Iterator[T], size: int = CHUNK_ROWS) -> AsyncGenerator[list[T], None]:
-    """`items` read in a worker thread, `size` at a time, one chunk read ahead.
+    """`items` read in a worker thread, `size` at a time.
 
-    Whatever way the consumer stops (done, error, cancelled), `items` is
-    closed once the thread is done with it, so its file is closed too.
+    Not read ahead while the store writes: SQLite releases the GIL at every
+    row it inserts, and a parsing thread next to it would take the GIL each
+    time (the import runs ~1.5x slower). Whatever way the consumer stops,
+    `items` is closed once the thread is done with it, so its file is too.
     """
     lock = threading.Lock()  # one thread at a time inside `items`
 
@@ -58,14 +60,10 @@ async def in_thread(items: Iterator[T], size: int = CHUNK_ROWS) -> AsyncGenerato
             if close is not None:
                 close()
 
-    ahead = asyncio.ensure_future(asyncio.to_thread(take))
     try:
-        while chunk := await ahead:
-            ahead = asyncio.ensure_future(asyncio.to_thread(take))
+        while chunk := await asyncio.to_thread(take):
             yield chunk
     finally:
-        if not ahead.cancel() and not ahead.cancelled():
-            ahead.exception()  # the consumer stopped first: its error is not news
         with contextlib.suppress(BaseException):
             await asyncio.shield(asyncio.to_thread(close))
 
