@@ -1,7 +1,7 @@
 """The store interface: the suppression list, the audit log and local users.
 
 Every backend (SQLite today, PostgreSQL for several relays) implements
-`Store` and passes the same tests (tests/test_store.py).
+`Store` and passes the same contract tests (tests/store/test_contract.py).
 """
 
 from __future__ import annotations

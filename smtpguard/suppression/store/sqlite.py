@@ -19,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from dataclasses import astuple
 from pathlib import Path
 from typing import TypeVar
@@ -35,7 +34,7 @@ import aiosqlite
 from smtpguard.suppression.addresses import DEFAULT_RULES, MatchRules
 
 from .base import AddResult, EntryRow, Event, Rows, Stats, StoreError, most_specific, utc_now, utc_today
-from .schema import MIGRATIONS
+from .sqlite_files import describe, identity, list_rules, missing, open_reader, open_writer, store_errors
 
 log = logging.getLogger("smtpguard.store")
 T = TypeVar("T")
@@ -47,9 +46,6 @@ _ENTRY_SELECT = (
 )
 _EVENT_COLUMNS = "time, action, sender, recipient, entry, source, client, user, message_id"
 _INSERT = "INSERT OR IGNORE INTO entries (key, kind, original, batch) VALUES (?,?,?,?)"
-# A lookup waits this long for a lock held from outside, then fails closed
-# (451): it runs on the event loop, so every session waits with it.
-READER_BUSY_MS = 50
 LOOKUP_TIMEOUT = 0.25  # seconds; then the lookup fails closed (StoreError -> 451)
 RULES_RECHECK = 1.0  # seconds between checks for a rules change by another process
 
@@ -62,103 +58,6 @@ class _Cancelled(Exception):
     """Raised inside the row generator when the import's task was cancelled."""
 
 
-def _describe(path: Path, exc: BaseException) -> StoreError:
-    return StoreError(f"store {path}: {exc}")
-
-
-def missing(path: Path) -> StoreError:
-    return StoreError(
-        f"store {path}: no such file; create it with `smtpguard init` or import a list (or check [store] path / --db)"
-    )
-
-
-@contextmanager
-def _store_errors(path: Path) -> Iterator[None]:
-    # Callers (CLI, relay) catch StoreError only: a bare sqlite3.Error would be
-    # a traceback in the CLI and an unanswered RCPT in the relay.
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise _describe(path, exc) from None
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of the file at `path`, None when there is none."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise _describe(path, exc) from None
-    return st.st_dev, st.st_ino
-
-
-async def _open_writer(path: Path) -> aiosqlite.Connection:
-    try:
-        db = await aiosqlite.connect(path, isolation_level=None)
-    except (OSError, sqlite3.Error) as exc:
-        raise _describe(path, exc) from None
-    try:
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=NORMAL")
-        await db.execute("PRAGMA busy_timeout=10000")
-        # 64 MiB page cache for the writer: a million random keys into a
-        # ~140 MB B-tree thrash the 2 MB default (import 1M rows: 15 s -> 12 s).
-        # Pages are only allocated when an import actually touches them.
-        await db.execute("PRAGMA cache_size=-65536")
-        await _migrate(db)
-    except sqlite3.Error as exc:
-        await db.close()
-        raise _describe(path, exc) from None
-    return db
-
-
-def _open_reader(path: Path) -> sqlite3.Connection:
-    with _store_errors(path):
-        reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        try:
-            reader.execute(f"PRAGMA busy_timeout={READER_BUSY_MS}")
-            # Memory-mapped reads: a lookup touches 3-4 pages of a large list;
-            # mapping them spares a read() syscall each (1M entries: 34 -> ~18 µs).
-            reader.execute("PRAGMA mmap_size=1073741824")
-            reader.execute("PRAGMA query_only=ON")
-        except sqlite3.Error:
-            reader.close()
-            raise
-    return reader
-
-
-async def _migrate(db: aiosqlite.Connection) -> None:
-    async with db.execute("PRAGMA user_version") as cur:
-        row = await cur.fetchone()
-    version = int(row[0]) if row else 0
-    if version > len(MIGRATIONS):
-        raise sqlite3.DatabaseError(
-            f"schema version {version} is newer than this smtpguard knows ({len(MIGRATIONS)}); upgrade smtpguard"
-        )
-    for target in range(version + 1, len(MIGRATIONS) + 1):
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in MIGRATIONS[target - 1].split(";"):
-                if statement.strip():
-                    await db.execute(statement)
-            await db.execute(f"PRAGMA user_version={target}")
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
-
-
-async def _list_rules(db: aiosqlite.Connection, initial: MatchRules) -> tuple[MatchRules, bool]:
-    """The rules stored with the list (`initial` written when it has none); keys current?"""
-    async with db.execute("SELECT value FROM meta WHERE name = 'rules'") as cur:
-        row = await cur.fetchone()
-    if row is not None:
-        return MatchRules.from_tag(str(row[0]))
-    await db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('rules', ?)", (initial.tag(),))
-    return initial, True
-
-
 class SQLiteStore:
     """The suppression list in one SQLite file (see module docstring)."""
 
@@ -166,7 +65,7 @@ class SQLiteStore:
         self.path = path
         self._db = db
         self._reader = reader
-        self._ident = _identity(path)
+        self._ident = identity(path)
         self._rules = rules
         self._data_version = -1
         self._rules_checked = 0.0
@@ -188,12 +87,12 @@ class SQLiteStore:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise _describe(path, exc) from None
-        db = await _open_writer(path)
+                raise describe(path, exc) from None
+        db = await open_writer(path)
         try:
-            with _store_errors(path):
-                stored, current = await _list_rules(db, rules)
-            reader = _open_reader(path)
+            with store_errors(path):
+                stored, current = await list_rules(db, rules)
+            reader = open_reader(path)
         except BaseException:
             await db.close()
             raise
@@ -223,12 +122,12 @@ class SQLiteStore:
                 f"store {self.path}: no answer within {LOOKUP_TIMEOUT * 1000:.0f} ms (locked from outside?)"
             ) from None
         except sqlite3.Error as exc:
-            raise _describe(self.path, exc) from None
+            raise describe(self.path, exc) from None
 
     # -- the file behind the path --------------------------------------------
 
     def _current(self) -> bool:
-        return self._ident is not None and _identity(self.path) == self._ident
+        return self._ident is not None and identity(self.path) == self._ident
 
     async def _reopen(self) -> None:
         """Close the connections to a replaced or removed file; open the new one."""
@@ -243,22 +142,22 @@ class SQLiteStore:
         await self._close_reader()
         with contextlib.suppress(sqlite3.Error, ValueError):
             await self._db.close()
-        if _identity(self.path) is None:
+        if identity(self.path) is None:
             if was is not None:
                 log.error("store %s: the list file is gone; lookups fail until it is back", self.path)
             raise StoreError(f"store {self.path}: the list file is gone (deleted or moved away)")
-        self._db = await _open_writer(self.path)
+        self._db = await open_writer(self.path)
         try:
-            with _store_errors(self.path):
-                self._rules, current = await _list_rules(self._db, self._rules)
-            self._reader = _open_reader(self.path)
+            with store_errors(self.path):
+                self._rules, current = await list_rules(self._db, self._rules)
+            self._reader = open_reader(self.path)
         except BaseException:
             await self._db.close()
             raise
         self.stale_keys = not current
         self._data_version = -1
         self._rules_checked = 0.0
-        self._ident = _identity(self.path)
+        self._ident = identity(self.path)
         log.warning("store %s: the list file was replaced; reopened it", self.path)
 
     async def _reader_now(self) -> sqlite3.Connection:
@@ -279,7 +178,7 @@ class SQLiteStore:
             if not self._current():
                 await self._reopen()
             db = self._db
-            with _store_errors(self.path):
+            with store_errors(self.path):
                 await db.execute("BEGIN IMMEDIATE")
                 try:
                     yield db
@@ -409,7 +308,7 @@ class SQLiteStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY e.key"
-        with _store_errors(self.path):
+        with store_errors(self.path):
             db = await self._writer()
             async with db.execute(sql, args) as cur:
                 while batch := await cur.fetchmany(2000):
@@ -417,14 +316,14 @@ class SQLiteStore:
                         yield _entry(row)
 
     async def count(self) -> int:
-        with _store_errors(self.path):
+        with store_errors(self.path):
             db = await self._writer()
             async with db.execute("SELECT count(*) FROM entries") as cur:
                 row = await cur.fetchone()
             return int(row[0]) if row else 0
 
     async def stats(self, since: str) -> Stats:
-        with _store_errors(self.path):
+        with store_errors(self.path):
             db = await self._writer()
             today = utc_today()
             async with db.execute(
@@ -459,7 +358,7 @@ class SQLiteStore:
     async def events(
         self, since: str | None = None, sender: str | None = None, limit: int | None = None
     ) -> list[Event]:
-        with _store_errors(self.path):
+        with store_errors(self.path):
             db = await self._writer()
             where, args = [], []
             if since:
@@ -500,14 +399,14 @@ class SQLiteStore:
             return await cur.fetchone() is not None
 
     async def user_hash(self, name: str) -> str | None:
-        with _store_errors(self.path):
+        with store_errors(self.path):
             db = await self._writer()
             async with db.execute("SELECT hash FROM users WHERE name = ?", (name,)) as cur:
                 row = await cur.fetchone()
             return str(row[0]) if row else None
 
     async def users(self) -> list[tuple[str, str]]:
-        with _store_errors(self.path):
+        with store_errors(self.path):
             db = await self._writer()
             async with db.execute("SELECT name, created FROM users ORDER BY name") as cur:
                 return [(str(r[0]), str(r[1])) for r in await cur.fetchall()]
