@@ -539,3 +539,18 @@ def test_an_xlsx_with_truncated_xml_is_one_clear_error(tmp_path: Path) -> None:
     _xlsx_with(path, {"xl/worksheets/sheet1.xml": sheet[: len(sheet) * 2 // 3]})
     with pytest.raises(ImportFormatError, match=r"cut\.xlsx: not a readable XLSX workbook \(broken sheet"):
         load(path)
+
+
+async def test_import_file_parses_in_a_worker_thread_whatever_the_backend(tmp_path: Path) -> None:
+    import threading
+
+    from smtpguard.suppression.ingest import import_file
+    from smtpguard.suppression.store import MemoryStore
+
+    path = tmp_path / "list.txt"
+    path.write_text("".join(f"user{i}@example.com\n" for i in range(10_000)))
+    threads: set[int] = set()
+    store = MemoryStore(MatchRules(gmail_dots=False))
+    done = await import_file(store, path, progress=lambda _: threads.add(threading.get_ident()))
+    assert (done.stats.rows, done.result.added, await store.count()) == (10_000, 10_000, 10_000)
+    assert threads and threading.get_ident() not in threads  # never on the event loop's thread

@@ -183,3 +183,19 @@ async def test_a_lookup_behind_a_lock_held_from_outside_fails_closed_within_mill
             holder.wait()
     finally:
         await store.close()
+
+
+async def test_imports_and_lookups_key_the_lists_way_whatever_the_configuration(tmp_path: Path) -> None:
+    from smtpguard.suppression.ingest import import_file
+
+    db, export = tmp_path / "list.db", tmp_path / "export.txt"
+    export.write_text("J.Ohn@gmail.com\n")
+    await (await connect(settings(db, NO_DOTS))).close()  # created with gmail_dots = false
+    store = await connect(settings(db), create=False)  # then a command with the defaults
+    try:
+        done = await import_file(store, export)
+        assert done.result.added == 1
+        assert keys(db) == ["j.ohn@gmail.com"]
+        assert await blocked(store, "<j.ohn@gmail.com>") and not await blocked(store, "<john@gmail.com>")
+    finally:
+        await store.close()
