@@ -46,7 +46,8 @@ _ENTRY_SELECT = (
 )
 _EVENT_COLUMNS = "time, action, sender, recipient, entry, source, client, user, message_id"
 _INSERT = "INSERT OR IGNORE INTO entries (key, kind, original, batch) VALUES (?,?,?,?)"
-LOOKUP_TIMEOUT = 0.25  # seconds; then the lookup fails closed (StoreError -> 451)
+LOOKUP_TIMEOUT = 0.25  # seconds inside SQLite; then the lookup fails closed (StoreError -> 451)
+LOOKUP_LIMIT = 2.0  # seconds in all, waiting for the lookup thread included
 RULES_RECHECK = 1.0  # seconds between checks for a rules change by another process
 
 
@@ -69,6 +70,7 @@ class SQLiteStore:
         self._rules = rules
         self._data_version = -1
         self._rules_checked = 0.0
+        self._busy_since: float | None = None  # when the lookup thread's query began
         self._lookups = ThreadPoolExecutor(1, thread_name_prefix="smtpguard-lookup")
         self._match_sql: dict[int, str] = {}
         # One connection serves every writer (import, audit, users): without
@@ -111,18 +113,43 @@ class SQLiteStore:
             await asyncio.get_running_loop().run_in_executor(self._lookups, self._reader.close)
 
     async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        """`query(reader)` in the lookup thread, within LOOKUP_TIMEOUT."""
+        """`query(reader)` in the lookup thread; StoreError when SQLite is stuck in it.
+
+        Stuck means one query inside SQLite for LOOKUP_TIMEOUT: a lock held
+        from outside. A lookup merely waiting for a busy machine to run it is
+        given up to LOOKUP_LIMIT, so that load alone does not answer 451.
+        """
         reader = self._reader if self._current() else await self._reader_now()
+
+        def timed() -> T:
+            self._busy_since = time.monotonic()
+            try:
+                return query(reader)
+            finally:
+                self._busy_since = None
+
+        loop = asyncio.get_running_loop()
+        if self._stuck():
+            raise self._stuck_error()
+        pending = loop.run_in_executor(self._lookups, timed)
+        end = loop.time() + LOOKUP_LIMIT
         try:
-            return await asyncio.wait_for(
-                asyncio.get_running_loop().run_in_executor(self._lookups, query, reader), LOOKUP_TIMEOUT
-            )
-        except TimeoutError:
-            raise StoreError(
-                f"store {self.path}: no answer within {LOOKUP_TIMEOUT * 1000:.0f} ms (locked from outside?)"
-            ) from None
+            while True:
+                done, _ = await asyncio.wait([pending], timeout=min(LOOKUP_TIMEOUT / 5, end - loop.time()))
+                if done:
+                    return pending.result()
+                if self._stuck() or loop.time() >= end:
+                    pending.cancel()
+                    raise self._stuck_error()
         except sqlite3.Error as exc:
             raise describe(self.path, exc) from None
+
+    def _stuck(self) -> bool:
+        since = self._busy_since
+        return since is not None and time.monotonic() - since >= LOOKUP_TIMEOUT
+
+    def _stuck_error(self) -> StoreError:
+        return StoreError(f"store {self.path}: no answer within {LOOKUP_TIMEOUT * 1000:.0f} ms (locked from outside?)")
 
     # -- the file behind the path --------------------------------------------
 
