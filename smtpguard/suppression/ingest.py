@@ -18,10 +18,11 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from smtpguard.suppression.formats import FileStats, Reject, iter_entries
 from smtpguard.suppression.store import AddResult, Store, utc_now
+from smtpguard.suppression.store.base import RowTuple
 
 DEFAULT_REASON = "unsubscribed"
 CHUNK_ROWS = 4096  # ~5 ms of parsing: how late a cancelled import stops
@@ -97,7 +98,8 @@ async def import_file(
         rejects=out.rejects,
         progress=progress,
     )
-    chunks = in_thread(rows)
+    # Plain tuples, not EntryRows, while a chunk waits: see store.base.RowTuple.
+    chunks = in_thread(cast(Iterator[RowTuple], map(tuple, rows)))
     try:
         out.result = await store.add_entries(chunks, commit=commit)
     finally:

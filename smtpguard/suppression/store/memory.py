@@ -10,7 +10,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Seq
 
 from smtpguard.suppression.addresses import DEFAULT_RULES, MatchRules
 
-from .base import AddResult, EntryRow, Event, Rows, Stats, most_specific, utc_now, utc_today
+from .base import AddResult, EntryRow, Event, Rows, RowTuple, Stats, most_specific, utc_now, utc_today
 
 
 class MemoryStore:
@@ -40,12 +40,12 @@ class MemoryStore:
         fresh: dict[str, EntryRow] = {}
         offered = 0
 
-        def take(chunk: Iterable[EntryRow]) -> None:
+        def take(chunk: Iterable[RowTuple]) -> None:
             nonlocal offered
             for row in chunk:
                 offered += 1
-                if row.key not in self._entries and row.key not in fresh:
-                    fresh[row.key] = row
+                if row[0] not in self._entries and row[0] not in fresh:
+                    fresh[row[0]] = row if isinstance(row, EntryRow) else EntryRow._make(row)
 
         if isinstance(rows, AsyncIterable):
             async for chunk in rows:

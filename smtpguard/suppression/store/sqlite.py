@@ -33,7 +33,7 @@ import aiosqlite
 
 from smtpguard.suppression.addresses import DEFAULT_RULES, MatchRules
 
-from .base import AddResult, EntryRow, Event, Rows, Stats, StoreError, most_specific, utc_now, utc_today
+from .base import AddResult, EntryRow, Event, Rows, RowTuple, Stats, StoreError, most_specific, utc_now, utc_today
 from .sqlite_files import describe, identity, list_rules, missing, open_reader, open_writer, store_errors
 
 log = logging.getLogger("smtpguard.store")
@@ -263,7 +263,7 @@ class SQLiteStore:
         batches: dict[tuple[str, str, str, str | None], int] = {}
         stop = threading.Event()
 
-        def stored(rows: Iterable[EntryRow], first_id: int) -> Iterator[tuple[str, str, str | None, int]]:
+        def stored(rows: Iterable[RowTuple], first_id: int) -> Iterator[tuple[str, str, str | None, int]]:
             # Runs in aiosqlite's thread, inside executemany: the hot loop of an import.
             nonlocal offered
             get = batches.get
