@@ -549,8 +549,11 @@ async def test_import_file_parses_in_a_worker_thread_whatever_the_backend(tmp_pa
 
     path = tmp_path / "list.txt"
     path.write_text("".join(f"user{i}@example.com\n" for i in range(10_000)))
-    threads: set[int] = set()
-    store = MemoryStore(MatchRules(gmail_dots=False))
-    done = await import_file(store, path, progress=lambda _: threads.add(threading.get_ident()))
-    assert (done.stats.rows, done.result.added, await store.count()) == (10_000, 10_000, 10_000)
-    assert threads and threading.get_ident() not in threads  # never on the event loop's thread
+    for store in (MemoryStore(RULES), await open_store(tmp_path / "x.db", RULES)):
+        threads: set[int] = set()
+        try:
+            done = await import_file(store, path, progress=lambda _: threads.add(threading.get_ident()))
+            assert (done.stats.rows, done.result.added, await store.count()) == (10_000, 10_000, 10_000)
+        finally:
+            await store.close()
+        assert threads and threading.get_ident() not in threads  # never on the event loop's thread

@@ -4,9 +4,10 @@ The CLI (`smtpguard import`), the watched folder and the demo all import
 through `import_file`, so a file gives the same entries whichever way it
 arrives. Keys are made with the list's own matching rules.
 
-Parsing is CPU-bound and synchronous: it runs in a worker thread, in chunks
-handed to the store, whatever the backend, so the event loop keeps serving
-SMTP.
+Parsing is CPU-bound and synchronous: it never runs on the event loop,
+whatever the backend. A store that reads rows in its own worker thread
+(`rows_in_thread`, SQLite) gets them as they are parsed; any other gets
+chunks parsed here in a worker thread (`in_thread`).
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ async def import_file(
         rejects=out.rejects,
         progress=progress,
     )
+    if store.rows_in_thread:
+        out.result = await store.add_entries(rows, commit=commit)
+        return out
     # Plain tuples, not EntryRows, while a chunk waits: see store.base.RowTuple.
     chunks = in_thread(cast(Iterator[RowTuple], map(tuple, rows)))
     try:

@@ -104,6 +104,12 @@ class Store(Protocol):
     answers the list's current ones, also after another process changed them.
     """
 
+    # True when add_entries reads a plain iterable of rows in a worker thread
+    # of its own (SQLite: inside executemany, in aiosqlite's thread): ingest
+    # then hands it the file's rows as they are parsed; otherwise ingest parses
+    # in a thread and hands over chunks. Either way, never on the event loop.
+    rows_in_thread: bool
+
     async def close(self) -> None: ...
 
     async def rules(self) -> MatchRules:

@@ -14,6 +14,8 @@ from .base import AddResult, EntryRow, Event, Rows, RowTuple, Stats, most_specif
 
 
 class MemoryStore:
+    rows_in_thread = False  # plain iterables are read on the caller's thread
+
     def __init__(self, rules: MatchRules = DEFAULT_RULES) -> None:
         self._rules = rules
         self._entries: dict[str, EntryRow] = {}
