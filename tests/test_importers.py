@@ -551,8 +551,12 @@ async def test_import_file_parses_in_a_worker_thread_whatever_the_backend(tmp_pa
     path.write_text("".join(f"user{i}@example.com\n" for i in range(10_000)))
     for store in (MemoryStore(RULES), await open_store(tmp_path / "x.db", RULES)):
         threads: set[int] = set()
+
+        def note(_: int, seen: set[int] = threads) -> None:
+            seen.add(threading.get_ident())
+
         try:
-            done = await import_file(store, path, progress=lambda _: threads.add(threading.get_ident()))
+            done = await import_file(store, path, progress=note)
             assert (done.stats.rows, done.result.added, await store.count()) == (10_000, 10_000, 10_000)
         finally:
             await store.close()
