@@ -15,7 +15,7 @@ from enum import IntEnum
 
 import aiosmtplib
 
-from smtpguard.suppression.store import StoredEntry
+from smtpguard.suppression.store import EntryRow
 from smtpguard.suppression.verdict import Suppressed
 
 
@@ -209,7 +209,7 @@ def size_text(limit: int) -> str:
     return f"{limit / 1_000_000:.3g} MB"
 
 
-def _date(entry: StoredEntry) -> str:
+def _date(entry: EntryRow) -> str:
     return entry.added[:10]
 
 

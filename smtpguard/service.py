@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from smtpguard.suppression.addresses import AddressError, Entry, Kind, MatchRules, parse_entry
 from smtpguard.suppression.formats import ImportFormatError, Reject
-from smtpguard.suppression.store import EntryRow, Event, Store, StoredEntry, connect, utc_now
+from smtpguard.suppression.store import EntryRow, Event, Store, connect, utc_now
 from smtpguard.suppression.verdict import check_address
 
 if TYPE_CHECKING:
@@ -196,7 +196,7 @@ class Service:
         out = []
         for a in addresses:
             try:
-                hit = await check_address(self.store, a, self.rules)
+                hit = await check_address(self.store, a)
             except AddressError as exc:
                 raise InvalidInput(f"{a!r} is not a valid address: {exc}") from None
             if hit is None:
@@ -248,7 +248,7 @@ class Service:
         expiry = parse_date(expires, "--expires")
         with recoded(path, encoding, delimiter) as readable:
             done = await import_file(
-                self.store, readable, rules=self.rules, source=source or path.stem, reason=reason,
+                self.store, readable, source=source or path.stem, reason=reason,
                 expires=expiry, column=column, commit=not dry_run, progress=progress,
             )  # fmt: skip
         return ImportResult(
@@ -261,7 +261,7 @@ class Service:
             tuple(done.rejects),
         )
 
-    async def entries(self, source: str | None = None, search: str | None = None) -> AsyncGenerator[StoredEntry]:
+    async def entries(self, source: str | None = None, search: str | None = None) -> AsyncGenerator[EntryRow]:
         """The list's entries, streamed (list, export).
 
         Close it (`contextlib.aclosing`) when stopping early: the store's own
@@ -306,6 +306,6 @@ async def open_service(settings: Settings, *, create: bool = True) -> AsyncItera
     """The configured store behind a `Service`, closed on the way out whatever happens."""
     store = await connect(settings, create=create)
     try:
-        yield Service(store, settings.matching)
+        yield Service(store, await store.rules())  # the list keys its own way
     finally:
         await store.close()

@@ -30,7 +30,7 @@ from smtpguard.cli.options import (
 from smtpguard.cli.output import Rows, emit_json, plural
 from smtpguard.cli.progress import progress_bar
 from smtpguard.service import CheckResult, ImportResult, Service, open_service
-from smtpguard.suppression.store import StoredEntry
+from smtpguard.suppression.store import EntryRow
 
 STDIN = "-"
 
@@ -246,7 +246,7 @@ def check(
         raise typer.Exit(1)
 
 
-def entry_line(e: StoredEntry) -> str:
+def entry_line(e: EntryRow) -> str:
     return f"{e.original}\t{e.kind}\t{e.source}\t{e.reason}\t{e.added}\t{e.expires or ''}"
 
 
@@ -286,7 +286,7 @@ class ExportFormat(StrEnum):
 CSV_HEADER = "email,kind,key,source,reason,added,expires"
 
 
-def csv_line(e: StoredEntry) -> str:
+def csv_line(e: EntryRow) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="").writerow(
         [e.original, e.kind, e.key, e.source, e.reason, e.added, e.expires or ""]
@@ -294,11 +294,11 @@ def csv_line(e: StoredEntry) -> str:
     return buf.getvalue()
 
 
-def txt_line(e: StoredEntry) -> str:
+def txt_line(e: EntryRow) -> str:
     return e.key if e.kind == "domain" else e.original
 
 
-def export_rows(fmt: ExportFormat, out: TextIO) -> Rows[StoredEntry]:
+def export_rows(fmt: ExportFormat, out: TextIO) -> Rows[EntryRow]:
     if fmt is ExportFormat.csv:
         return Rows(Output.text, csv_line, header=CSV_HEADER, out=out)
     if fmt is ExportFormat.txt:

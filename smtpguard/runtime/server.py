@@ -26,6 +26,7 @@ from smtpguard.smtp.audit import AuditWriter
 from smtpguard.smtp.context import RelayContext
 from smtpguard.smtp.handler import RelayHandler
 from smtpguard.smtp.session import RelaySession
+from smtpguard.suppression.rules import mismatch
 from smtpguard.suppression.store import Store, StoreError, connect
 from smtpguard.suppression.watch import watch_folder
 
@@ -66,7 +67,7 @@ class Relay:
         problems = relay_problems(settings)
         if problems:
             raise RelayRefused("refusing to start: " + "; ".join(problems))
-        store = await connect(settings)
+        store = await connect(settings, create=False)
         relay = cls(settings, store)
         try:
             relay.listeners, relay.endpoints = await relay._bind(settings)
@@ -142,9 +143,10 @@ class Relay:
         if new.store.path != old.store.path:
             log.warning("reload: [store] path changed; it takes effect at the next restart")
             new = replace(new, store=old.store)
-        if new.matching != old.matching:
-            changed = await self.ctx.store.ensure_rules(new.matching)
-            log.info("reload: matching rules changed, %d entries re-keyed", changed)
+        if new.matching != old.matching and (
+            warning := mismatch(await self.ctx.store.rules(), new.matching, new.store.path)
+        ):
+            log.warning("reload: %s", warning)
         changed_keys = [k for k in _LISTENER_KEYS if getattr(new.server, k) != getattr(old.server, k)]
         if changed_keys:
             listeners, endpoints = await self._bind(new)  # raises before we let go of the old ones

@@ -33,7 +33,7 @@ async def notify_sender(link: UpstreamLink, server: RelaySession, txn: Transacti
     # `"a@b"@relay`, an IP literal) or a suppressed (or unreadable) sender
     # gets none; the client's 250 already stands, so skip quietly.
     try:
-        blocked = await verdict.check_recipient(link.ctx.store, txn.sender, settings.matching)
+        blocked = await verdict.check_recipient(link.ctx.store, txn.sender)
     except (AddressError, StoreError) as exc:
         log.warning("session=%d sender notice not sent: cannot check <%s>: %s", server.sid, txn.sender, exc)
         return

@@ -43,7 +43,7 @@ class RecipientHook(UpstreamLink):
         if len(envelope.rcpt_tos) >= settings.server.max_recipients:
             return replies.TOO_MANY.say(lang)
         try:
-            entry = await verdict.check_recipient(self.ctx.store, address, settings.matching)
+            entry = await verdict.check_recipient(self.ctx.store, address)
         except RoutingRefused as exc:
             return replies.ROUTING.say(lang, address=address, why=str(exc))
         except AddressError as exc:

@@ -107,8 +107,9 @@ class TransactionHooks(UpstreamLink):
             self.finish(server, txn, "refused", len(content), message_id)
             return replies.all_stripped(txn.held, lang)
         if txn.held and settings.policy.rewrite_headers:
-            held_keys = {address_key(s.address, settings.matching, strict=False) for s in txn.held}
-            content = remove_recipients(content, lambda a: address_key(a, settings.matching, strict=False) in held_keys)
+            rules = await self.ctx.store.rules()  # "the same person" as the list sees it
+            held_keys = {address_key(s.address, rules, strict=False) for s in txn.held}
+            content = remove_recipients(content, lambda a: address_key(a, rules, strict=False) in held_keys)
         # aiosmtplib's data() timeout covers upload and reply: scale it with size.
         timeout = settings.upstream.timeout + len(content) / 20_000
         server.in_data = True

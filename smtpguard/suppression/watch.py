@@ -123,7 +123,8 @@ async def import_dropped(ctx: WatchContext, fd: int, name: str) -> Outcome:
     out = Outcome(name, utc_now())
     begin = time.monotonic()
     settings = ctx.settings
-    child = ChildImport(fd, Path(name).stem, REASON, out.started, settings.matching, settings.watch.import_memory_mb)
+    rules = await ctx.store.rules()  # the list keys its own way, whatever [matching] says
+    child = ChildImport(fd, Path(name).stem, REASON, out.started, rules, settings.watch.import_memory_mb)
     try:
         await asyncio.to_thread(child.start)
         out.result = await _add_all(ctx.store, child)

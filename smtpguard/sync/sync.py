@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from smtpguard.suppression.addresses import AddressError, Entry, MatchRules, address_key, parse_entry
-from smtpguard.suppression.store import EntryRow, Store, StoredEntry, utc_now, utc_today
+from smtpguard.suppression.store import EntryRow, Store, utc_now, utc_today
 from smtpguard.sync.connectors import Connector, Http
 from smtpguard.sync.replay import ReplayCache
 from smtpguard.sync.webhooks import WebhookEvent, WebhookRequest, WebhookSource, receive
@@ -90,7 +90,7 @@ def _wanted(values: Iterable[str], rules: MatchRules) -> tuple[dict[str, Entry],
 
 def plan_sync(
     source: str,
-    current: Sequence[StoredEntry],
+    current: Sequence[EntryRow],
     values: Iterable[str],
     rules: MatchRules,
     *,
@@ -180,7 +180,7 @@ class Applied:
     note: str = ""  # the delivery's note: validation request, duplicate, ...
 
 
-async def _source_entry(store: Store, source: str, key: str) -> StoredEntry | None:
+async def _source_entry(store: Store, source: str, key: str) -> EntryRow | None:
     async for entry in store.entries(source=source, search=key):
         if entry.key == key:
             return entry
