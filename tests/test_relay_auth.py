@@ -223,3 +223,18 @@ async def test_none_untrusted_client_is_530(make_relay: RelayFactory, upstream: 
     code, text = await mail_reply(relay)
     assert code == 530 and text.startswith(b"5.7.0 ")
     assert upstream.received == [] and upstream.connections == 0
+
+
+async def test_a_successful_login_logs_no_deprecation_warning(
+    make_relay: RelayFactory, upstream: Upstream, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiosmtpd 1.4.6 sets `Session.login_data` on every AUTH and warns about it: journald would show a
+    warning per session (issue 9). The relay's log filter drops that one line."""
+    relay = await local_relay(make_relay, tmp_path)
+    caplog.set_level("WARNING", "mail.log")
+    c = await aio(relay, login=None)
+    assert (await c.login("bob.sales", "hunter2")).code == 235
+    await c.sendmail(SENDER, ["bob@ok.example"], message())
+    await c.quit()
+    assert len(upstream.received) == 1
+    assert not [r for r in caplog.records if "login_data" in r.getMessage()]

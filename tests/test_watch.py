@@ -280,8 +280,13 @@ async def test_big_import_does_not_stall_the_relay(relay: Relay, inbox: Path, tm
           f"samples; {len(rcpt_times)} SMTP sessions, slowest {max(rcpt_times) * 1000:.0f} ms")  # fmt: skip
     assert "added:      200000" in report(inbox / "done", "big.csv")
     assert entries(relay) == 2 + rows
-    assert max(stalls) < 0.2
-    assert max(rcpt_times) < 1.0
+    # Judged on the bulk of the samples, not the single worst one: on a shared
+    # 2-core machine any process can lose the CPU for a second. An import run
+    # on the loop thread would stall nearly every sample, and every session.
+    stalls.sort()
+    rcpt_times.sort()
+    assert stalls[int(len(stalls) * 0.9)] < 0.05, stalls[-20:]
+    assert len(rcpt_times) >= 3 and rcpt_times[len(rcpt_times) // 2] < 0.2, rcpt_times
 
 
 async def test_cancel_mid_import_stops_quickly_and_changes_nothing(

@@ -56,6 +56,7 @@ def is_trusted(client_ip: str, networks: tuple[ipaddress.IPv4Network | ipaddress
 
 # aiosmtpd log messages whose last argument is a client's line, whatever it is.
 _CLIENT_TEXT = frozenset({"%r unrecognised: %s", "%r can't decode base64: %s"})
+_LOGIN_DATA_WARNING = "Session.login_data is deprecated and will be removed in version 2.0"
 
 
 class _NoCredentials(logging.Filter):
@@ -73,6 +74,8 @@ class _NoCredentials(logging.Filter):
         self.commands = commands
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == _LOGIN_DATA_WARNING:
+            return False  # aiosmtpd 1.4.6 sets the deprecated attribute itself, on every successful AUTH
         args = record.args
         if isinstance(args, tuple) and args:
             if record.msg in _CLIENT_TEXT:
