@@ -24,7 +24,10 @@ def user_add(
     db: DbOpt = None,
     web: Annotated[bool, typer.Option("--web", help="The account may sign in to the web page (role viewer).")] = False,
     role: Annotated[
-        str | None, typer.Option("--role", help="Its role on the web page: viewer, editor or admin (implies --web).")
+        str | None,
+        typer.Option(
+            "--role", metavar="ROLE", help="Its role on the web page: viewer, editor or admin (implies --web)."
+        ),
     ] = None,
 ) -> None:
     """Create an account (or change its password); the password is prompted."""
