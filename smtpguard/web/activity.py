@@ -76,7 +76,7 @@ def chart_svg(bars: Sequence[Bar], title: str) -> str:
     if not bars:
         return ""
     width, height, gap = 600, 120, 2
-    bar_w = max(2, width // len(bars) - gap)
+    bar_w = max(2, width // max(len(bars), 14) - gap)  # a few days still look like bars, not blocks
     top = max(b.total for b in bars) or 1
     parts = [
         f'<svg class="chart" viewBox="0 0 {width} {height + 16}" role="img" aria-label="{title}"'
@@ -96,7 +96,8 @@ def chart_svg(bars: Sequence[Bar], title: str) -> str:
                 f"<title>{b.day} {action}: {n}</title></rect>"
             )
     parts.append(f'<text x="0" y="{height + 14}" font-size="11">{bars[0].day}</text>')
-    parts.append(f'<text x="{width}" y="{height + 14}" font-size="11" text-anchor="end">{bars[-1].day}</text>')
+    end = min(width, len(bars) * (bar_w + gap))
+    parts.append(f'<text x="{end}" y="{height + 14}" font-size="11" text-anchor="end">{bars[-1].day}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

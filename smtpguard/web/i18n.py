@@ -30,7 +30,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "forbidden": ("Your account may only look, not change the list.", "Votre compte peut consulter, pas modifier."),
     "search": ("Search an address", "Chercher une adresse"),
     "search.button": ("Check", "Vérifier"),
-    "blocked": ("Blocked", "Bloquée"),
+    "blocked": ("Blocked:", "Bloquée :"),
     "not_blocked": ("Not blocked: mail to this address goes out.", "Non bloquée : les messages partent."),
     "entry": ("Entry", "Entrée"),
     "source": ("Source", "Source"),
