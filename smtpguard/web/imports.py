@@ -136,8 +136,8 @@ class Jobs:
         job.state = "running"
         job.size = total_size(job.path) or job.size
 
-        def progress(done: int) -> None:  # may be called from the parsing thread: one int store
-            job.done = done
+        def progress(read: int) -> None:  # bytes read since the last call; from the parsing thread (one writer)
+            job.done += read
 
         async def run() -> None:
             try:

@@ -112,7 +112,8 @@ def add_session_routes(api: APIRouter, web: Web) -> None:
 
     @api.get("/lang/{code}")
     async def language(request: Request, code: str, next: str = "/") -> Response:
-        back = next if next.startswith(web.prefix + "/") and not next.startswith("//") else web.url("/")
+        local = next.startswith(web.prefix + "/") and not next.startswith("//") and "\\" not in next
+        back = next if local else web.url("/")  # never off-site: a browser reads "/\\" as "//"
         response = Response(status_code=303, headers={"Location": back})
         if code in LANGUAGES:
             web.set_cookie(request, response, LANG_COOKIE, code, 365 * 86400)
@@ -223,7 +224,7 @@ def add_import_routes(api: APIRouter, web: Web) -> None:
     @guarded(web)
     async def progress(request: Request, job_id: str) -> Response:
         _, job = job_for(request, job_id)
-        return JSONResponse({"state": job.state, "percent": job.percent})
+        return JSONResponse({"state": job.state, "percent": job.percent, "read": job.done, "size": job.size})
 
     @api.get("/import/{job_id}/rejects.csv")
     @guarded(web)
