@@ -80,7 +80,6 @@ def add_session_routes(api: APIRouter, web: Web) -> None:
     async def login(request: Request) -> Response:
         form = await request.form()
         address = client(request)
-        t_key = ""
         name, password = str(form.get("name", "")), str(form.get("password", ""))
         if not same_token(str(form.get("csrf", "")), request.cookies.get(PRESIGN_COOKIE)):
             raise Denied(403, "csrf.bad")
@@ -92,8 +91,7 @@ def add_session_routes(api: APIRouter, web: Web) -> None:
         if role is None:
             web.throttle.failed(address)
             log.warning("web: failed sign-in for %r from %s", name, address)
-            t_key = "signin.bad"
-            return web.render(request, "login.html", 401, error=t_key)
+            return web.render(request, "login.html", 401, error="signin.bad")
         web.throttle.succeeded(address)
         session = web.sessions.open(name, role)
         log.info("web: %s signed in (%s) from %s", name, role, address)

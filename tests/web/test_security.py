@@ -160,6 +160,9 @@ def test_unreadable_store_gives_a_clear_page(page: Page) -> None:
     assert "cannot be read" in r.text and "Traceback" not in r.text
     r = c.get("/sources")
     assert r.status_code == 503 and "cannot be read" in r.text
+    with httpx.Client(base_url=page.url) as anon:  # signing in needs the store too
+        r = anon.post("/login", data={"name": "ed", "password": PASSWORD, "csrf": csrf_of(anon.get("/login").text)})
+        assert r.status_code == 503 and "cannot be read" in r.text and "Traceback" not in r.text
 
 
 def test_broken_import_shows_the_reason(page: Page) -> None:
