@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from smtpguard.suppression.addresses import AddressError, Entry, Kind, MatchRules, parse_entry
 from smtpguard.suppression.formats import ImportFormatError, Reject
 from smtpguard.suppression.store import EntryRow, Event, Store, connect, utc_now
+from smtpguard.suppression.store.base import WEB_ROLES, WebRole
 from smtpguard.suppression.verdict import check_address
 
 if TYPE_CHECKING:
@@ -299,6 +300,25 @@ class Service:
 
     async def remove_user(self, name: str) -> bool:
         return await self.store.remove_user(name)
+
+    async def set_web_role(self, name: str, role: str | None) -> None:
+        """Let an existing account sign in to the web page with `role` (None: no longer)."""
+        if role is not None and role not in WEB_ROLES:
+            raise InvalidInput(f"--role must be one of {', '.join(WEB_ROLES)}, got {role!r}")
+        if not await self.store.set_web_role(name, role):
+            raise InvalidInput(f"no user {name!r}")
+
+    async def sign_in(self, name: str, password: str) -> WebRole | None:
+        """The role of a web account whose password matches, else None (same cost either way)."""
+        import asyncio
+
+        from smtpguard.passwords import unknown_user_hash, verify_password
+
+        stored = await self.store.user_hash(name) if name else None
+        role = await self.store.web_role(name) if stored else None
+        # scrypt takes ~50 ms of CPU: off the relay's event loop.
+        ok = await asyncio.to_thread(lambda: verify_password(password, stored or unknown_user_hash()))
+        return role if ok and stored else None
 
 
 @asynccontextmanager

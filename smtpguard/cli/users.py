@@ -11,6 +11,7 @@ from smtpguard.cli.app import Command, user_app
 from smtpguard.cli.options import ConfigOpt, DbOpt, JsonOpt, NlOpt, Output, fail, output, run, settings_for
 from smtpguard.cli.output import Rows
 from smtpguard.service import User, check_user_name, open_service
+from smtpguard.suppression.store.base import WEB_ROLES
 
 NameArg = Annotated[str, typer.Argument(help="Login name.", metavar="NAME")]
 
@@ -21,10 +22,20 @@ def user_add(
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
     config_path: ConfigOpt = None,
     db: DbOpt = None,
+    web: Annotated[bool, typer.Option("--web", help="The account may sign in to the web page (role viewer).")] = False,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            "--role", metavar="ROLE", help="Its role on the web page: viewer, editor or admin (implies --web)."
+        ),
+    ] = None,
 ) -> None:
     """Create an account (or change its password); the password is prompted."""
     settings = settings_for(config_path, db)
     check_user_name(name)
+    web_role = role if role is not None else ("viewer" if web else None)
+    if web_role is not None and web_role not in WEB_ROLES:
+        fail(f"--role must be one of {', '.join(WEB_ROLES)}, got {web_role!r}")
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -34,10 +45,15 @@ def user_add(
 
     async def main() -> bool:
         async with open_service(settings) as service:
-            return await service.set_user(name, password)
+            created = await service.set_user(name, password)
+            if web_role is not None:
+                await service.set_web_role(name, web_role)
+            return created
 
     created = run(main)
     typer.echo(f"{'created' if created else 'password changed for'} user {name}")
+    if web_role is not None:
+        typer.echo(f"{name} may sign in to the web page as {web_role}")
 
 
 @user_app.command("remove", cls=Command)

@@ -255,6 +255,25 @@ async def test_events_round_trip_and_filters(store: Store) -> None:
 # --- users --------------------------------------------------------------------------------------
 
 
+async def test_web_roles(store: Store) -> None:
+    assert await store.set_web_role("carol", "editor") is False  # no such user
+    assert await store.web_role("carol") is None
+    await store.set_user("carol", "hash-c")
+    assert await store.web_role("carol") is None  # a mail account is not a web account
+    assert await store.set_web_role("carol", "editor") is True
+    assert await store.web_role("carol") == "editor"
+    assert await store.set_web_role("carol", "admin") is True
+    assert await store.web_role("carol") == "admin"
+    await store.set_user("carol", "hash-c2")  # a new password keeps the role
+    assert await store.web_role("carol") == "admin"
+    assert await store.set_web_role("carol", None) is True
+    assert await store.web_role("carol") is None
+    await store.set_web_role("carol", "viewer")
+    assert await store.remove_user("carol") is True
+    await store.set_user("carol", "hash-c3")  # a new account of the same name starts without a role
+    assert await store.web_role("carol") is None
+
+
 async def test_users(store: Store) -> None:
     assert await store.users() == []
     assert await store.user_hash("alice") is None

@@ -14,6 +14,8 @@ from typing import Literal, NamedTuple, Protocol
 from smtpguard.suppression.addresses import Kind, MatchRules
 
 Action = Literal["rejected", "stripped", "monitored"]
+WebRole = Literal["viewer", "editor", "admin"]
+WEB_ROLES: tuple[WebRole, ...] = ("viewer", "editor", "admin")
 
 
 class StoreError(RuntimeError):
@@ -164,4 +166,12 @@ class Store(Protocol):
 
     async def users(self) -> list[tuple[str, str]]:
         """(name, created) of every account."""
+        ...
+
+    async def set_web_role(self, name: str, role: WebRole | None) -> bool:
+        """Give an existing account a role on the web page (None: no access); False when no such user."""
+        ...
+
+    async def web_role(self, name: str) -> WebRole | None:
+        """The account's role on the web page, None when it may not sign in there."""
         ...

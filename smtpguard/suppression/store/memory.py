@@ -10,7 +10,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Seq
 
 from smtpguard.suppression.addresses import DEFAULT_RULES, MatchRules
 
-from .base import AddResult, EntryRow, Event, Rows, RowTuple, Stats, most_specific, utc_now, utc_today
+from .base import AddResult, EntryRow, Event, Rows, RowTuple, Stats, WebRole, most_specific, utc_now, utc_today
 
 
 class MemoryStore:
@@ -21,6 +21,7 @@ class MemoryStore:
         self._entries: dict[str, EntryRow] = {}
         self._events: list[Event] = []
         self._users: dict[str, tuple[str, str]] = {}  # name -> (hash, created)
+        self._web_roles: dict[str, WebRole] = {}
 
     async def close(self) -> None:
         self._entries.clear()
@@ -111,6 +112,7 @@ class MemoryStore:
         return old is None
 
     async def remove_user(self, name: str) -> bool:
+        self._web_roles.pop(name, None)
         return self._users.pop(name, None) is not None
 
     async def user_hash(self, name: str) -> str | None:
@@ -119,3 +121,15 @@ class MemoryStore:
 
     async def users(self) -> list[tuple[str, str]]:
         return [(name, created) for name, (_, created) in sorted(self._users.items())]
+
+    async def set_web_role(self, name: str, role: WebRole | None) -> bool:
+        if name not in self._users:
+            return False
+        if role is None:
+            self._web_roles.pop(name, None)
+        else:
+            self._web_roles[name] = role
+        return True
+
+    async def web_role(self, name: str) -> WebRole | None:
+        return self._web_roles.get(name)

@@ -44,4 +44,11 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    """
+    -- The web page's accounts: a local user with a role may sign in there.
+    CREATE TABLE web_roles (
+        name TEXT PRIMARY KEY,  -- a users.name, removed with the user
+        role TEXT NOT NULL CHECK (role IN ('viewer', 'editor', 'admin'))
+    );
+    """,
 ]

@@ -33,7 +33,19 @@ import aiosqlite
 
 from smtpguard.suppression.addresses import DEFAULT_RULES, MatchRules
 
-from .base import AddResult, EntryRow, Event, Rows, RowTuple, Stats, StoreError, most_specific, utc_now, utc_today
+from .base import (
+    AddResult,
+    EntryRow,
+    Event,
+    Rows,
+    RowTuple,
+    Stats,
+    StoreError,
+    WebRole,
+    most_specific,
+    utc_now,
+    utc_today,
+)  # fmt: skip
 from .sqlite_files import describe, identity, list_rules, missing, open_reader, open_writer, store_errors
 
 log = logging.getLogger("smtpguard.store")
@@ -425,11 +437,10 @@ class SQLiteStore:
             return not exists
 
     async def remove_user(self, name: str) -> bool:
-        async with (
-            self._transaction() as db,
-            db.execute("DELETE FROM users WHERE name = ? RETURNING name", (name,)) as cur,
-        ):
-            return await cur.fetchone() is not None
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM web_roles WHERE name = ?", (name,))
+            async with db.execute("DELETE FROM users WHERE name = ? RETURNING name", (name,)) as cur:
+                return await cur.fetchone() is not None
 
     async def user_hash(self, name: str) -> str | None:
         with store_errors(self.path):
@@ -443,3 +454,26 @@ class SQLiteStore:
             db = await self._writer()
             async with db.execute("SELECT name, created FROM users ORDER BY name") as cur:
                 return [(str(r[0]), str(r[1])) for r in await cur.fetchall()]
+
+    async def set_web_role(self, name: str, role: WebRole | None) -> bool:
+        async with self._transaction() as db:
+            async with db.execute("SELECT 1 FROM users WHERE name = ?", (name,)) as cur:
+                if await cur.fetchone() is None:
+                    return False
+            if role is None:
+                await db.execute("DELETE FROM web_roles WHERE name = ?", (name,))
+            else:
+                await db.execute(
+                    "INSERT INTO web_roles (name, role) VALUES (?, ?)"
+                    " ON CONFLICT (name) DO UPDATE SET role = excluded.role",
+                    (name, role),
+                )
+            return True
+
+    async def web_role(self, name: str) -> WebRole | None:
+        with store_errors(self.path):
+            db = await self._writer()
+            async with db.execute("SELECT role FROM web_roles WHERE name = ?", (name,)) as cur:
+                row = await cur.fetchone()
+        role = str(row[0]) if row else None
+        return role if role in ("viewer", "editor", "admin") else None  # type: ignore[return-value]
