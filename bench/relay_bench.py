@@ -170,8 +170,9 @@ class Received:
 class Sink:
     """`smtp-sink -D`: one multi-message dump file; renamed away after each run."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, keep: bool = True) -> None:
         self.folder = folder
+        self.keep = keep  # False: what arrives is discarded (big_bench)
         self.dump = folder / "dump"
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -187,7 +188,7 @@ class Sink:
         self.port = free_port()
         with (self.folder / "sink.log").open("ab") as log:
             self.proc = subprocess.Popen(
-                [tool, *user, "-D", str(self.dump), f"{LOOPBACK}:{self.port}", "1024"],
+                [tool, *user, *(["-D", str(self.dump)] if self.keep else []), f"{LOOPBACK}:{self.port}", "1024"],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -70,6 +70,8 @@ async def send_data(up: aiosmtplib.SMTP, pieces: Iterable[bytes], *, timeout: fl
             for piece in pieces:
                 proto.write(stuffer.feed(piece))
                 await proto._drain_helper()  # the transport's flow control: memory stays bounded
+                # A fast upstream never pushes back: let other sessions in between pieces.
+                await asyncio.sleep(0)
             proto.write(stuffer.end())
             reply = await proto.read_response(timeout=None)
     except TimeoutError:
