@@ -226,7 +226,8 @@ def extract(rev: str, into: Path) -> Path:
 def show(name: str, f: Figures, args: argparse.Namespace) -> None:
     print(
         f"{name:>8}: NOOP p50 {f.p50_ms:6.2f} ms  p99 {f.p99_ms:7.2f} ms (target <= {LATENCY_TARGET_MS:.0f})"
-        f"  max {f.max_ms:7.2f} ms (idle p99 {f.idle_p99_ms:5.2f} ms) | one {args.size_mib} MiB message: {f.seconds_one:5.2f} s,"
+        f"  max {f.max_ms:7.2f} ms (idle p99 {f.idle_p99_ms:5.2f} ms)"
+        f" | one {args.size_mib} MiB message: {f.seconds_one:5.2f} s,"
         f" RSS +{f.rss_one_mb:6.1f} MB | {args.concurrent} at once: RSS +{f.rss_each_mb:6.1f} MB each"
         f" (target <= {RSS_TARGET_MB:.0f})",
         flush=True,
