@@ -174,8 +174,7 @@ NO_SPOOL_SPACE = Reply(
     Code.INSUFFICIENT_STORAGE,
     "4.3.1",
     "The relay has no room to hold your message right now; nothing was sent. Try again later.",
-    "Le relais n'a pas la place de recevoir votre message pour l'instant ; rien n'a été envoyé. "
-    "Réessayez plus tard.",
+    "Le relais n'a pas la place de recevoir votre message pour l'instant ; rien n'a été envoyé. Réessayez plus tard.",
 )
 HEADER_TOO_BIG = Reply(
     Code.TOO_BIG,

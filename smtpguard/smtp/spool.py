@@ -124,41 +124,63 @@ async def receive(reader: asyncio.StreamReader, spool: Spool, *, size_limit: int
     Never reads past that line: pipelined commands after it stay in `reader`.
     After a refusal (too long, too big, no space) the rest is read and dropped.
     """
-    outcome = Outcome.OK
-    carry = b""  # the current line so far (only its last byte once known too long)
-    total = 0  # bytes as sent (dot-stuffed, CRLFs counted), as aiosmtpd counts them
+    data = _Data(spool, size_limit, line_limit)
     while True:
         try:
-            piece = await reader.readuntil(_END)
+            piece, ends = await reader.readuntil(_END), True
         except asyncio.LimitOverrunError as exc:  # no `.<CRLF>` within the reader's limit
-            piece = await reader.read(exc.consumed)
-        data = carry + piece
-        last = piece.endswith(_END) and (data == _END or data.endswith(b"\r\n" + _END))
+            piece, ends = await reader.read(exc.consumed), False
+        # One socket read brings up to 256 KiB: take it in steps so that
+        # other sessions' replies are not kept waiting behind it.
+        for i in range(0, len(piece), CHUNK):
+            if i:
+                await asyncio.sleep(0)
+            if data.take(piece[i : i + CHUNK], ends and i + CHUNK >= len(piece)):
+                return data.outcome
+
+
+class _Data:
+    """The reading state between pieces: the line so far, the bytes counted, the verdict."""
+
+    def __init__(self, spool: Spool, size_limit: int | None, line_limit: int) -> None:
+        self.spool, self.size_limit, self.line_limit = spool, size_limit, line_limit
+        self.outcome = Outcome.OK
+        self.carry = b""  # the current line so far (only its last byte once known too long)
+        self.total = 0  # bytes as sent (dot-stuffed, CRLFs counted), as aiosmtpd counts them
+
+    def take(self, piece: bytes, may_end: bool) -> bool:
+        """Add one piece; True when it ended the message."""
+        data = self.carry + piece
+        last = may_end and (data == _END or data.endswith(b"\r\n" + _END))
         if last:
-            complete, carry = data[: -len(_END)], b""
-            total += len(piece) - len(_END)
+            complete, self.carry = data[: -len(_END)], b""
+            self.total += len(piece) - len(_END)
         else:
             cut = data.rfind(b"\r\n")
             cut = cut + 2 if cut >= 0 else 0
-            complete, carry = data[:cut], data[cut:]
-            total += len(piece)
-            if len(carry) > line_limit:
-                carry = carry[-1:]  # keep a CR whose LF may come next
-                outcome = Outcome.TOO_LONG if outcome is Outcome.OK else outcome
-        if outcome is Outcome.OK and complete:
-            if len(complete) > line_limit and max(map(len, complete.split(b"\r\n"))) + 2 > line_limit:
-                outcome = Outcome.TOO_LONG
-            elif size_limit and total > size_limit:
-                outcome = Outcome.TOO_MUCH
-            else:
-                if complete[:1] == b".":
-                    complete = complete[1:]
-                spool.write(complete.replace(b"\r\n.", b"\r\n"))
-                if spool.failed is not None:
-                    outcome = Outcome.NO_SPACE
-        elif outcome is Outcome.OK and size_limit and total > size_limit:
-            outcome = Outcome.TOO_MUCH
-        if outcome is not Outcome.OK:
-            spool.close()  # refused: nothing more is kept
-        if last:
-            return outcome
+            complete, self.carry = data[:cut], data[cut:]
+            self.total += len(piece)
+            if len(self.carry) > self.line_limit:
+                self.carry = self.carry[-1:]  # keep a CR whose LF may come next
+                self._refuse(Outcome.TOO_LONG)
+        if self.outcome is Outcome.OK and len(complete) > self.line_limit and self._longest(complete) > self.line_limit:
+            self._refuse(Outcome.TOO_LONG)
+        if self.outcome is Outcome.OK and self.size_limit and self.total > self.size_limit:
+            self._refuse(Outcome.TOO_MUCH)
+        if self.outcome is Outcome.OK and complete:
+            if complete[:1] == b".":
+                complete = complete[1:]
+            self.spool.write(complete.replace(b"\r\n.", b"\r\n"))
+            if self.spool.failed is not None:
+                self._refuse(Outcome.NO_SPACE)
+        return last
+
+    @staticmethod
+    def _longest(lines: bytes) -> int:
+        """The longest line of whole CRLF-ended lines, its CRLF counted (aiosmtpd's measure)."""
+        return max(map(len, lines.split(b"\r\n"))) + 2
+
+    def _refuse(self, outcome: Outcome) -> None:
+        if self.outcome is Outcome.OK:
+            self.outcome = outcome
+            self.spool.close()  # refused: nothing more is kept
