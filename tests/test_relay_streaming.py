@@ -216,3 +216,12 @@ def test_stuffer_matches_aiosmtplib(atoms: list[bytes], data: st.DataObject) -> 
     stuffer = Stuffer()
     sent = b"".join(stuffer.feed(p) for p in pieces) + stuffer.end()
     assert sent == PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message)) + b".\r\n"
+
+
+def test_spool_without_its_directory_uses_the_systems(tmp_path: Path) -> None:
+    """A store with no state directory (not a file) still spools big messages, elsewhere."""
+    spool = Spool(tmp_path / "missing", memory_limit=10)
+    spool.write(b"Subject: x\r\n\r\n" + b"y" * 100)
+    assert spool.on_disk and spool.failed is None
+    assert bytes(spool.head) + b"".join(spool.body()) == b"Subject: x\r\n\r\n" + b"y" * 100
+    spool.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import errno
 import logging
 import re
 import tempfile
@@ -91,13 +92,24 @@ class Spool:
             if len(self._memory) > self.memory_limit:
                 # Created 0600 and never linked (O_TMPFILE, or unlinked at once):
                 # nothing is left behind, whatever ends the session.
-                self._file = tempfile.TemporaryFile(dir=self.directory)  # noqa: SIM115 (closed by close())
+                self._file = self._open()
                 self._file.write(self._memory)
                 self._memory = bytearray()
         except OSError as exc:
             log.error("message spool in %s failed: %s", self.directory, exc)
             self.failed = exc
             self.close()
+
+    def _open(self) -> BinaryIO:
+        try:
+            return tempfile.TemporaryFile(dir=self.directory)  # noqa: SIM115 (closed by close())
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT) or self.directory is None:
+                raise
+            # No state directory here (a store that is not a file): the system's.
+            log.warning("message spool: %s unusable (%s); using %s", self.directory, exc, tempfile.gettempdir())
+            self.directory = None
+            return tempfile.TemporaryFile()  # noqa: SIM115
 
     def body(self) -> Iterator[bytes]:
         """What follows the header block, in pieces of at most CHUNK bytes."""
