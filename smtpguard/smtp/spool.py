@@ -27,7 +27,7 @@ log = logging.getLogger("smtpguard.relay")
 
 MEMORY_LIMIT = 256 * 1024  # bytes kept in memory before the spool goes to a file
 HEAD_LIMIT = 1024 * 1024  # a header block longer than this is not rewritten (see head_truncated)
-CHUNK = 64 * 1024  # bytes read back per step
+CHUNK = 32 * 1024  # bytes read back per step
 _END = b".\r\n"
 _HEADER_END = re.compile(rb"\r?\n\r?\n")  # as message.split_header_block
 
