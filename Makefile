@@ -45,7 +45,13 @@ format: $(VENV)/.installed-test
 test: lint
 	$(BIN)/pytest -q
 
+# Issue 15's figures: the Postfix comparison (its peers installed by the
+# interop script; root for the private Postfix) and big messages, each
+# figure printed beside its target; then the list import and lookup.
 bench: $(VENV)/.installed
+	bash scripts/install-interop.sh
+	$(BIN)/python bench/relay_bench.py --repeat 3
+	$(BIN)/python bench/big_bench.py
 	$(BIN)/python bench/import_bench.py
 	$(BIN)/python bench/lookup_bench.py
 

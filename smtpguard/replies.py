@@ -170,6 +170,18 @@ TOO_BIG = Reply(
     "Message trop volumineux (limite : {limit}) ; rien n'a été envoyé. "
     "Réduisez les pièces jointes ou partagez-les par un lien.",
 )
+NO_SPOOL_SPACE = Reply(
+    Code.INSUFFICIENT_STORAGE,
+    "4.3.1",
+    "The relay has no room to hold your message right now; nothing was sent. Try again later.",
+    "Le relais n'a pas la place de recevoir votre message pour l'instant ; rien n'a été envoyé. Réessayez plus tard.",
+)
+HEADER_TOO_BIG = Reply(
+    Code.TOO_BIG,
+    "5.3.4",
+    "The message header is too long to remove the blocked recipients from it; nothing was sent.",
+    "L'en-tête du message est trop long pour en retirer les destinataires bloqués ; rien n'a été envoyé.",
+)
 IDLE = Reply(
     Code.SHUTTING_DOWN,
     "4.4.2",

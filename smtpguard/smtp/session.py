@@ -2,7 +2,7 @@
 
 Every override of aiosmtpd 1.4.6 internals lives here and nowhere else
 (`_getaddr`, `push`, `_timeout_cb`, `data_received`, `connection_made`,
-`connection_lost`, `_call_handler_hook`, `smtp_STARTTLS`, and a filter on its
+`connection_lost`, `_call_handler_hook`, `smtp_STARTTLS`, `smtp_DATA`, and a filter on its
 logger that keeps passwords out); what the relay *decides* lives in
 the handler's modules (auth, transaction, recipient).  See the notes on
 aiosmtpd for the behaviours these work around.
@@ -24,6 +24,7 @@ from smtpguard import replies
 from smtpguard.config import UpstreamSettings
 from smtpguard.replies import with_enhanced_code
 from smtpguard.smtp.context import RelayContext, Transaction
+from smtpguard.smtp.spool import Outcome, Spool, receive
 
 if TYPE_CHECKING:
     from smtpguard.smtp.handler import RelayHandler
@@ -122,6 +123,7 @@ class RelaySession(SMTP):
         self._ehlo_reply: list[str] = []
         self._lifetime: asyncio.TimerHandle | None = None
         self._path_refusal = ""  # our reply for the path _getaddr just refused
+        self.message: Spool | None = None  # the message DATA received, while the DATA hook runs
 
     @property
     def trusted(self) -> bool:
@@ -205,6 +207,41 @@ class RelaySession(SMTP):
             await self.push("503 5.5.1 TLS is already active")
             return
         await super().smtp_STARTTLS(arg)
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        # aiosmtpd's own reads the message line by line into memory (see
+        # spool.py); the checks before 354 and the replies after are its own.
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        spool = Spool(self.ctx.settings.store.path.parent)  # the state directory, next to the list
+        status = ""
+        try:
+            outcome = await receive(
+                self._reader, spool, size_limit=self.data_size_limit, line_limit=self.line_length_limit
+            )
+            if outcome is Outcome.OK:
+                self.message = spool
+                status = await self._call_handler_hook("DATA")
+        finally:
+            self.message = None
+            spool.close()  # also when the client vanished mid-DATA (this task is cancelled)
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        if outcome is Outcome.TOO_LONG:
+            status = "500 Line too long (see RFC5321 4.5.3.1.6)"
+        elif outcome is Outcome.TOO_MUCH:
+            status = "552 Error: Too much mail data"  # reworded by push()
+        elif outcome is Outcome.NO_SPACE:
+            status = replies.NO_SPOOL_SPACE.say(self.lang)
+        await self.push(status)
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str):

@@ -8,6 +8,7 @@ only once the upstream accepted it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import aiosmtplib
@@ -20,6 +21,7 @@ from smtpguard.smtp.link import UpstreamLink, answers_4xx
 from smtpguard.smtp.message import header_value, remove_recipients
 from smtpguard.smtp.notice import notify_sender
 from smtpguard.smtp.session import RelaySession
+from smtpguard.smtp.stream import send_data
 from smtpguard.smtp.upstream import close_quietly, describe
 from smtpguard.suppression.addresses import address_key
 
@@ -89,48 +91,56 @@ class TransactionHooks(UpstreamLink):
         if txn is None:
             return replies.MAIL_FIRST.say(self.lang)
         settings, lang = txn.settings, txn.lang  # as they were at MAIL
-        content: bytes = envelope.original_content or b""
-        message_id = header_value(content, "Message-ID")
+        spool = server.message
+        assert spool is not None  # set by RelaySession.smtp_DATA around this hook
+        head = bytes(spool.head)  # the header block: the rest of the message stays spooled
+        size = spool.size
+        message_id = header_value(head, "Message-ID")
         mode = settings.policy.mode
         if txn.held and mode == "reject-message":
             txn.events += [("rejected", s) for s in txn.held]
             await self.rset_upstream(server)
-            self.finish(server, txn, "refused", len(content), message_id)
+            self.finish(server, txn, "refused", size, message_id)
             return replies.message_refusal(txn.held, lang)
         if up is None or txn.upstream_lost:
             # The upstream went away during RCPT: nothing was refused for good.
-            self.finish(server, txn, "upstream lost", len(content), message_id)
+            self.finish(server, txn, "upstream lost", size, message_id)
             return replies.UPSTREAM_LOST.say(lang)
         if not txn.relayed:
             txn.events += [("stripped", s) for s in txn.held]
             await self.rset_upstream(server)
-            self.finish(server, txn, "refused", len(content), message_id)
+            self.finish(server, txn, "refused", size, message_id)
             return replies.all_stripped(txn.held, lang)
         if txn.held and settings.policy.rewrite_headers:
+            if spool.head_truncated:
+                # The recipient fields may lie past what is kept in memory.
+                await self.rset_upstream(server)
+                self.finish(server, txn, "header too long", size, message_id)
+                return replies.HEADER_TOO_BIG.say(lang)
             rules = await self.ctx.store.rules()  # "the same person" as the list sees it
             held_keys = {address_key(s.address, rules, strict=False) for s in txn.held}
-            content = remove_recipients(content, lambda a: address_key(a, rules, strict=False) in held_keys)
-        # aiosmtplib's data() timeout covers upload and reply: scale it with size.
-        timeout = settings.upstream.timeout + len(content) / 20_000
+            head = remove_recipients(head, lambda a: address_key(a, rules, strict=False) in held_keys)
+        # The timeout covers upload and reply: scale it with size.
+        timeout = settings.upstream.timeout + size / 20_000
         server.in_data = True
         server.set_data_deadline(timeout + 30)
         try:
-            r = await up.data(content, timeout=timeout)
+            r = await send_data(up, itertools.chain((head,), spool.body()), timeout=timeout)
         except aiosmtplib.SMTPResponseException as exc:
             await self.rset_upstream(server)
-            self.finish(server, txn, f"upstream {exc.code}", len(content), message_id)
+            self.finish(server, txn, f"upstream {exc.code}", size, message_id)
             return upstream_error(exc)
         except LOST as exc:
             await self.drop_upstream(server, describe(exc))
-            self.finish(server, txn, "upstream lost", len(content), message_id)
+            self.finish(server, txn, "upstream lost", size, message_id)
             return replies.UPSTREAM_LOST.say(lang)
         finally:
             server.in_data = False
             server.set_data_deadline(None)
         txn.events += [("stripped", s) for s in txn.held]
         if txn.held and settings.policy.notify_sender and txn.sender:
-            await notify_sender(self, server, txn, content)
-        self.finish(server, txn, f"relayed {r.code}", len(content), message_id)
+            await notify_sender(self, server, txn, head)
+        self.finish(server, txn, f"relayed {r.code}", size, message_id)
         return upstream_reply(r.code, r.message)
 
     async def handle_RSET(self, server: RelaySession, session: Session, envelope: Envelope) -> str:

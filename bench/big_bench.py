@@ -1,0 +1,309 @@
+"""Big messages through the relay: other sessions' latency and memory per message in flight.
+
+    .venv/bin/python bench/big_bench.py [--size-mib 25] [--concurrent 10] [--before REV]
+
+`smtpguard serve` runs as a subprocess (auth "none" from loopback, upstream
+an `smtp-sink` that discards what it gets), listening on 127.0.0.1 only.
+
+- latency: while one client sends a --size-mib message, another session
+  sends NOOP every 2 ms; its reply times (p50, p99, max) are reported;
+- memory: the relay's RSS (VmRSS, sampled every 5 ms) over its idle RSS,
+  with one message and with --concurrent messages of --size-mib in flight;
+  reported per message.
+
+With --before REV (e.g. `main`, a commit), the same measures run first
+against that revision's `smtpguard/` (extracted with `git archive` into a
+temporary folder), so before and after come from the same run.
+Targets (issue 15): NOOP p99 <= 20 ms; RSS over idle <= 16 MB per message.
+Needs smtp-sink (`bash scripts/install-interop.sh`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from relay_bench import Sink, stop_process, wait_port  # noqa: E402  (bench/ is the script's folder)
+
+from tests.interop.mta import LOOPBACK, free_port  # noqa: E402
+
+MiB = 1024 * 1024
+LATENCY_TARGET_MS = 20.0
+RSS_TARGET_MB = 16.0
+
+
+def message(size: int) -> bytes:
+    """A base64-looking attachment of about `size` bytes, already in DATA's wire form."""
+    head = b"From: bench@example.org\r\nTo: big@example.com\r\nSubject: big\r\n\r\n"
+    line = b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\r\n"
+    return head + line * (size // len(line)) + b".\r\n"
+
+
+class Client:
+    """A blocking SMTP client on a plain socket (threads keep the bench's own loop out of the figures)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection((LOOPBACK, port))
+        self.file = self.sock.makefile("rb")
+        self.reply()
+        self.cmd(b"EHLO bench.test")
+
+    def reply(self) -> bytes:
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise ConnectionError("closed")
+            if line[3:4] != b"-":
+                return line
+
+    def cmd(self, line: bytes) -> bytes:
+        self.sock.sendall(line + b"\r\n")
+        return self.reply()
+
+    def send(self, body: bytes) -> bytes:
+        assert self.cmd(b"MAIL FROM:<bench@example.org>").startswith(b"250")
+        assert self.cmd(b"RCPT TO:<big@example.com>").startswith(b"250")
+        assert self.cmd(b"DATA").startswith(b"354")
+        self.sock.sendall(body)
+        return self.reply()
+
+    def close(self) -> None:
+        self.cmd(b"QUIT")
+        self.sock.close()
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class RssPeak:
+    """The highest RSS of `pid` while in the `with` block."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_kb(self.pid))
+            time.sleep(0.005)
+
+    def __enter__(self) -> RssPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def send_all(port: int, body: bytes, count: int) -> list[bytes]:
+    replies: list[bytes] = [b""] * count
+
+    def one(i: int) -> None:
+        c = Client(port)
+        replies[i] = c.send(body)
+        c.close()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return replies
+
+
+@dataclass
+class Figures:
+    idle_p99_ms: float  # the same probe with nothing else going on: the machine's own noise
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    rss_one_mb: float
+    rss_each_mb: float
+    seconds_one: float
+    step_ms: float = 0.0  # the relay's longest loop step (CPU time) while the big message went through
+
+
+def noop_latency(port: int, body: bytes | None, idle_for: float = 0.0) -> tuple[list[float], float]:
+    """NOOP reply times (ms) on one session while another sends `body` (or for `idle_for` s); the send's time."""
+    prober = Client(port)
+    done = threading.Event()
+    took = [0.0]
+
+    def big() -> None:
+        start = time.perf_counter()
+        if body is None:
+            time.sleep(idle_for)
+        else:
+            send_all(port, body, 1)
+        took[0] = time.perf_counter() - start
+        done.set()
+
+    sender = threading.Thread(target=big)
+    sender.start()
+    times: list[float] = []
+    while not done.is_set():
+        start = time.perf_counter()
+        assert prober.cmd(b"NOOP").startswith(b"250")
+        times.append(1000 * (time.perf_counter() - start))
+        time.sleep(0.002)
+    sender.join()
+    prober.close()
+    return times, took[0]
+
+
+def measure(code: Path | None, args: argparse.Namespace, sink: Sink, work: Path) -> Figures:
+    db, cfg, port = work / "list.db", work / "smtpguard.toml", free_port()
+    if db.exists():
+        db.unlink()
+    subprocess.run([*_command(code), "add", "nobody@blocked.example", "--db", str(db)], check=True, capture_output=True)
+    cfg.write_text(
+        f'[server]\nlisten = "{LOOPBACK}:{port}"\nauth = "none"\ntrusted_networks = ["127.0.0.0/8"]\n'
+        f"max_message_size = {(args.size_mib + 8) * MiB}\n"
+        f'[upstream]\nhost = "{LOOPBACK}"\nport = {sink.port}\nsecurity = "none"\n'
+        f'[store]\npath = "{db}"\n'
+    )
+    with (work / "relay.log").open("ab") as log:
+        monitor = work / "steps.txt"
+        command = [*_command(code, monitor), "serve", "--config", str(cfg)]
+        proc = subprocess.Popen(command, stdout=log, stderr=log)
+    try:
+        wait_port(port, lambda: proc.poll() is None, "smtpguard serve")
+        body = message(args.size_mib * MiB)
+        assert send_all(port, message(4096), 1)[0].startswith(b"250")  # warm-up: imports, upstream session
+        window = time.monotonic()
+        times, seconds = noop_latency(port, body)
+        window_end = time.monotonic()
+        idle_times, _ = noop_latency(port, None, idle_for=seconds)
+        idle = rss_kb(proc.pid)
+        with RssPeak(proc.pid) as one:
+            assert send_all(port, body, 1)[0].startswith(b"250")
+        idle = min(idle, rss_kb(proc.pid))
+        with RssPeak(proc.pid) as many:
+            replies = send_all(port, body, args.concurrent)
+        assert all(r.startswith(b"250") for r in replies), replies
+        q = statistics.quantiles(times, n=100, method="inclusive")
+        figures = Figures(
+            idle_p99_ms=statistics.quantiles(idle_times, n=100, method="inclusive")[98],
+            p50_ms=q[49],
+            p99_ms=q[98],
+            max_ms=max(times),
+            rss_one_mb=(one.peak - idle) / 1024,
+            rss_each_mb=(many.peak - idle) / 1024 / args.concurrent,
+            seconds_one=seconds,
+        )
+    finally:
+        stop_process(proc, grace=10)
+    figures.step_ms = longest_steps(monitor, window, window_end)
+    return figures
+
+
+# Run in the relay's process: a 1 ms ticker on its loop notes the CPU time its
+# thread spent between two ticks (the longest loop step, whatever the machine's
+# scheduler does to the process), with the monotonic time, into a file at exit.
+_MONITOR = """
+import asyncio, atexit, time
+_steps = []
+class _Policy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self):
+        loop = super().new_event_loop()
+        last = [time.thread_time()]
+        def tick():
+            now = time.thread_time()
+            if now - last[0] > 0.0005:
+                _steps.append((time.monotonic(), now - last[0]))
+            last[0] = now
+            loop.call_later(0.001, tick)
+        loop.call_soon(tick)
+        return loop
+asyncio.set_event_loop_policy(_Policy())
+def _dump():
+    with open(MONITOR_FILE, "w") as fh:
+        fh.writelines(f"{t} {d}\\n" for t, d in _steps)
+atexit.register(_dump)
+"""
+
+
+def _command(code: Path | None, monitor: Path | None = None) -> list[str]:
+    boot = "import sys\n"
+    if code is not None:
+        boot += f"sys.path.insert(0, {str(code)!r})\n"
+    if monitor is not None:
+        boot += _MONITOR.replace("MONITOR_FILE", repr(str(monitor)))
+    boot += "sys.argv[0] = 'smtpguard'\nfrom smtpguard.cli import main\nmain()\n"
+    return [sys.executable, "-c", boot]
+
+
+def longest_steps(monitor: Path, start: float, end: float) -> float:
+    """The longest loop step (CPU ms) of the relay between `start` and `end` (monotonic)."""
+    longest = 0.0
+    for line in monitor.read_text().splitlines():
+        t, d = map(float, line.split())
+        if start <= t <= end + 0.1:
+            longest = max(longest, 1000 * d)
+    return longest
+
+
+def extract(rev: str, into: Path) -> Path:
+    """`smtpguard/` as it is at `rev`, in a folder of its own."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "smtpguard"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+def show(name: str, f: Figures, args: argparse.Namespace) -> None:
+    print(
+        f"{name:>8}: NOOP p50 {f.p50_ms:6.2f} ms  p99 {f.p99_ms:7.2f} ms (target <= {LATENCY_TARGET_MS:.0f})"
+        f"  max {f.max_ms:7.2f} ms (idle p99 {f.idle_p99_ms:5.2f} ms; longest loop step {f.step_ms:6.1f} ms CPU)"
+        f" | one {args.size_mib} MiB message: {f.seconds_one:5.2f} s,"
+        f" RSS +{f.rss_one_mb:6.1f} MB | {args.concurrent} at once: RSS +{f.rss_each_mb:6.1f} MB each"
+        f" (target <= {RSS_TARGET_MB:.0f})",
+        flush=True,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mib", type=int, default=25)
+    parser.add_argument("--concurrent", type=int, default=10)
+    parser.add_argument("--before", metavar="REV", help="also measure this revision's code first (e.g. main)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="big-bench-") as tmp:
+        work = Path(tmp)
+        sink = Sink(work / "sink", keep=False)
+        sink.start()
+        try:
+            results: list[tuple[str, Figures]] = []
+            if args.before:
+                old = extract(args.before, Path(tempfile.mkdtemp(dir=work)))
+                results.append((args.before, measure(old, args, sink, work)))
+                show(*results[-1], args)
+            results.append(("now", measure(None, args, sink, work)))
+            show(*results[-1], args)
+        finally:
+            sink.stop()
+    now = results[-1][1]
+    met = now.p99_ms <= LATENCY_TARGET_MS and now.rss_each_mb <= RSS_TARGET_MB
+    print("targets met" if met else "target missed", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
