@@ -165,3 +165,11 @@ class Store(Protocol):
     async def users(self) -> list[tuple[str, str]]:
         """(name, created) of every account."""
         ...
+
+    async def set_user_addresses(self, name: str, addresses: Sequence[str]) -> bool:
+        """Replace the sender addresses `name` may use (empty: any); False when there is no such user."""
+        ...
+
+    async def user_addresses(self, name: str) -> list[str]:
+        """The sender addresses `name` may use, as set; [] for any sender or no such user."""
+        ...

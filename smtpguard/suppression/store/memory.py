@@ -21,6 +21,7 @@ class MemoryStore:
         self._entries: dict[str, EntryRow] = {}
         self._events: list[Event] = []
         self._users: dict[str, tuple[str, str]] = {}  # name -> (hash, created)
+        self._addresses: dict[str, list[str]] = {}  # name -> allowed sender addresses
 
     async def close(self) -> None:
         self._entries.clear()
@@ -111,6 +112,7 @@ class MemoryStore:
         return old is None
 
     async def remove_user(self, name: str) -> bool:
+        self._addresses.pop(name, None)
         return self._users.pop(name, None) is not None
 
     async def user_hash(self, name: str) -> str | None:
@@ -119,3 +121,12 @@ class MemoryStore:
 
     async def users(self) -> list[tuple[str, str]]:
         return [(name, created) for name, (_, created) in sorted(self._users.items())]
+
+    async def set_user_addresses(self, name: str, addresses: Sequence[str]) -> bool:
+        if name not in self._users:
+            return False
+        self._addresses[name] = list(addresses)
+        return True
+
+    async def user_addresses(self, name: str) -> list[str]:
+        return list(self._addresses.get(name, []))
