@@ -121,8 +121,8 @@ def _account_values(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
         spec = _ACCOUNT_KEYS.get(key)
         if spec is None:
             raise ValueError(f"unknown key {where} {key} (known: {', '.join(_ACCOUNT_KEYS)})")
-        kind, allowed = spec
-        if not isinstance(raw, kind) or not raw.strip():
+        _, allowed = spec
+        if not isinstance(raw, str) or not raw.strip():
             raise ValueError(f"{where} {key} must be a non-empty string, got {raw!r}")
         if allowed is not None and raw not in allowed:
             raise ValueError(f"{where} {key} must be {' or '.join(repr(a) for a in allowed)}, got {raw!r}")
@@ -148,8 +148,8 @@ def _account(name: str, defaults: Mapping[str, Any], table: Mapping[str, Any]) -
 
 def parse_oauth(table: Mapping[str, Any]) -> OAuthSettings:
     scalars = {k: v for k, v in table.items() if not isinstance(v, Mapping)}
-    state_dir = scalars.pop("state_dir", None)
-    if state_dir is not None and (not isinstance(state_dir, str) or not state_dir.strip()):
+    state_dir = scalars.pop("state_dir", "")
+    if not isinstance(state_dir, str) or ("state_dir" in table and not state_dir.strip()):
         raise ValueError(f"[oauth] state_dir must be a folder path, got {state_dir!r}")
     defaults = _account_values("[oauth]", scalars)
     accounts = tuple(_account(n, defaults, t) for n, t in table.items() if isinstance(t, Mapping))

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Hashable
 
 import aiosmtplib
 
-from smtpguard.config import UpstreamSettings
 from smtpguard.smtp.upstream import close_quietly
 
-_Idle = tuple[float, UpstreamSettings, aiosmtplib.SMTP]  # (idle since, settings, session)
+# What a pooled session is logged in as (smtp/credentials.Credential: the upstream
+# settings and the login): a session goes only to a client with an equal key.
+UpstreamKey = Hashable
+_Idle = tuple[float, UpstreamKey, aiosmtplib.SMTP]  # (idle since, key, session)
 
 
 class UpstreamPool:
@@ -31,7 +34,7 @@ class UpstreamPool:
     def __len__(self) -> int:
         return len(self._idle)
 
-    def take(self, up: UpstreamSettings, now: float) -> aiosmtplib.SMTP | None:
+    def take(self, up: UpstreamKey, now: float) -> aiosmtplib.SMTP | None:
         """The freshest idle session for these settings, or None (stale ones are closed)."""
         keep: list[_Idle] = []
         stale: list[_Idle] = []
@@ -45,7 +48,7 @@ class UpstreamPool:
         self._idle = keep
         return found
 
-    async def give(self, up: UpstreamSettings, client: aiosmtplib.SMTP, now: float, *, clean: bool) -> None:
+    async def give(self, up: UpstreamKey, client: aiosmtplib.SMTP, now: float, *, clean: bool) -> None:
         """Keep `client` for reuse; `clean=False` means a transaction may be open (RSET first)."""
         if self._closed or not client.is_connected or len(self._idle) >= self.size:
             await close_quietly(client)
@@ -58,7 +61,7 @@ class UpstreamPool:
                 return
         self._idle.append((now, up, client))
 
-    def give_soon(self, up: UpstreamSettings, client: aiosmtplib.SMTP, now: float) -> None:
+    def give_soon(self, up: UpstreamKey, client: aiosmtplib.SMTP, now: float) -> None:
         """`give` a clean session from code that cannot await (a connection_lost callback)."""
         task = asyncio.ensure_future(self.give(up, client, now, clean=True))
         self._pending.add(task)
