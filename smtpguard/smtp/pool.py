@@ -35,17 +35,18 @@ class UpstreamPool:
         return len(self._idle)
 
     def take(self, up: UpstreamKey, now: float) -> aiosmtplib.SMTP | None:
-        """The freshest idle session for these settings, or None (stale ones are closed)."""
-        keep: list[_Idle] = []
-        stale: list[_Idle] = []
+        """The freshest idle session for this key, or None (stale ones are closed; other
+        keys' sessions stay for their own clients until they go stale)."""
+        others: list[_Idle] = []
+        matching: list[_Idle] = []
         for item in self._idle:
-            since, settings, client = item
-            usable = settings == up and now - since < self.max_idle and client.is_connected
-            (keep if usable else stale).append(item)
-        for _, _, client in stale:
-            client.close()
-        found = keep.pop()[2] if keep else None  # the most recently used
-        self._idle = keep
+            since, key, client = item
+            if now - since >= self.max_idle or not client.is_connected:
+                client.close()
+            else:
+                (matching if key == up else others).append(item)
+        found = matching.pop()[2] if matching else None  # the most recently used
+        self._idle = others + matching
         return found
 
     async def give(self, up: UpstreamKey, client: aiosmtplib.SMTP, now: float, *, clean: bool) -> None:
