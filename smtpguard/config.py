@@ -306,6 +306,9 @@ def _check_together(s: Settings, where: str) -> None:
         raise ConfigError(f"{where}[server] tls_cert and tls_key go together: set both or neither")
     if srv.smtps_listen is not None and srv.tls_cert is None:
         raise ConfigError(f"{where}[server] smtps_listen needs tls_cert and tls_key")
+    if srv.auth != "local" and (s.credentials.default != "password" or s.credentials.users):
+        # OAuth upstream credentials belong to local users, who are bound to their senders.
+        raise ConfigError(f'{where}[credentials] other than "password" need [server] auth = "local"')
 
 
 def resolve_config_path(explicit: Path | None) -> Path | None:

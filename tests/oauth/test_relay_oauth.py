@@ -33,11 +33,19 @@ SALES = "sales@contoso.test"
 MESSAGE = f"From: {ALICE}\r\nTo: bob@example.com\r\nSubject: hi\r\nMessage-ID: <1@contoso.test>\r\n\r\nhello\r\n"
 
 
-def write_config(tmp: Path, idp: StubIdP, certs: Certs) -> Path:
+def write_config(tmp: Path, idp: StubIdP, certs: Certs, upstream_port: int = 25) -> Path:
     (tmp / "app-secret").write_text("app-secret\n")
     path = tmp / "smtpguard.toml"
     path.write_text(
         f"""
+[server]
+auth = "local"
+
+[upstream]
+host = "localhost"
+port = {upstream_port}
+ca_file = "{certs.ca_file}"
+
 [store]
 path = "{tmp / "list.db"}"
 
@@ -53,6 +61,7 @@ mailbox = "{ALICE}"
 
 [oauth.relay]
 mode = "oauth-app"
+mailbox = "{SALES}"
 client_id = "app-client"
 client_secret_file = "{tmp / "app-secret"}"
 
@@ -239,6 +248,24 @@ async def test_sender_binding_refuses_other_senders_before_the_upstream(
     assert reply.code == 553 and "smtpguard user add carol --address" in reply.message
     assert xoauth2_upstream.logins == [] and xoauth2_upstream.delivered == []
     assert isinstance(await send(relay, "alice", ALICE.upper()), aiosmtplib.SMTPResponse)  # case does not matter
+
+
+async def test_config_check_refreshes_and_logs_in_with_xoauth2(
+    tmp_path: Path, idp: StubIdP, certs: Certs, xoauth2_upstream: XOAuth2Upstream
+) -> None:
+    path = write_config(tmp_path, idp, certs, xoauth2_upstream.port)
+    code, out = await asyncio.to_thread(cli, "config", "check", "--config", str(path))
+    assert code == 1 and "oauth alice (microsoft, oauth): token refresh FAILED: not signed in" in out
+    assert "run: smtpguard account login alice" in out
+    await login_alice(path)
+    refreshes = idp.grants_seen.count("refresh_token")
+    code, out = await asyncio.to_thread(cli, "config", "check", "--config", str(path))
+    assert code == 0, out
+    assert f"oauth alice (microsoft, oauth): XOAUTH2 login as {ALICE}: ok" in out
+    assert f"oauth relay (microsoft, oauth-app): XOAUTH2 login as {SALES}: ok" in out
+    assert idp.grants_seen.count("refresh_token") == refreshes + 1  # a real refresh, not the cached token
+    assert xoauth2_upstream.logins == [SALES, ALICE, SALES] and xoauth2_upstream.delivered == []
+    assert not [t for t in idp.issued if t in out]
 
 
 class Throttling(XOAuth2Upstream):
