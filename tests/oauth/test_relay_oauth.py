@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiosmtplib
 import pytest
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 from typer.testing import CliRunner
 
 from smtpguard import config
@@ -30,6 +30,7 @@ from .stub_idp import StubIdP
 from .xoauth2_upstream import XOAuth2Upstream
 
 SALES = "sales@contoso.test"
+SMTP_AUTH_DISABLED = "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox"
 MESSAGE = f"From: {ALICE}\r\nTo: bob@example.com\r\nSubject: hi\r\nMessage-ID: <1@contoso.test>\r\n\r\nhello\r\n"
 
 
@@ -302,3 +303,42 @@ async def test_throttling_is_relayed_with_its_words_and_stays_temporary(
     assert isinstance(reply, aiosmtplib.SMTPResponseException)
     assert reply.code == 432 and "sender thread limit exceeded" in reply.message
     assert up.logins == [ALICE] and up.delivered == []
+
+
+class SmtpAuthDisabled(XOAuth2Upstream):
+    """Exchange Online when SMTP AUTH is off for the mailbox: every token is refused."""
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        self.refused += 1
+        return AuthResult(success=False, handled=False, message=SMTP_AUTH_DISABLED)
+
+
+async def test_refused_tokens_and_a_refused_app_are_temporary_and_say_what_to_do(
+    tmp_path: Path, idp: StubIdP, certs: Certs
+) -> None:
+    up = await SmtpAuthDisabled(idp).start(certs)
+    path = write_config(tmp_path, idp, certs, up.port)
+    (tmp_path / "app-secret").write_text("wrong-secret\n")
+    await login_alice(path)
+    settings = replace(
+        config.load(path),
+        server=ServerSettings(listen=Endpoint("127.0.0.1", 0), hostname="relay.test", auth="local", timeout=30),
+    )
+    store = await open_store(settings.store.path, MatchRules())
+    for name, address in (("alice", ALICE), ("sales", SALES)):
+        await store.set_user(name, hash_password(f"pw-{name}"))
+        await store.set_user_addresses(name, [address])
+    await store.close()
+    relay = await Relay.start(settings)
+    try:
+        refused_token = await send(relay, "alice", ALICE)
+        refused_app = await send(relay, "sales", SALES)
+    finally:
+        await relay.stop(deadline=2)
+        assert up.server is not None
+        up.server.close()
+    assert isinstance(refused_token, aiosmtplib.SMTPResponseException) and refused_token.code == 454
+    assert "5.7.139" in refused_token.message and "smtpguard account login alice" in refused_token.message
+    assert up.refused == 2  # the token, then once more after a forced refresh
+    assert isinstance(refused_app, aiosmtplib.SMTPResponseException) and refused_app.code == 454
+    assert "invalid_client" in refused_app.message and up.delivered == []
