@@ -234,11 +234,19 @@ async def test_not_signed_in_and_identity_provider_down_are_temporary(
 
 
 async def test_sender_binding_refuses_other_senders_before_the_upstream(
-    start: tuple[Path, Start], xoauth2_upstream: XOAuth2Upstream
+    start: tuple[Path, Start], xoauth2_upstream: XOAuth2Upstream, idp: StubIdP, tmp_path: Path
 ) -> None:
     path, go = start
     await login_alice(path)
     relay = await go()
+    grants, saved = list(idp.grants_seen), (tmp_path / "state" / "oauth" / "alice.tok").read_bytes()
+    c = aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.endpoints[0].port, timeout=15, start_tls=False)
+    await c.connect()
+    with pytest.raises(aiosmtplib.SMTPAuthenticationError) as wrong:
+        await c.login("alice", "not-her-password")
+    c.close()
+    assert wrong.value.code == 535  # and the tokens were not touched:
+    assert idp.grants_seen == grants and (tmp_path / "state" / "oauth" / "alice.tok").read_bytes() == saved
     reply = await send(relay, "alice", "bob@contoso.test")
     assert isinstance(reply, aiosmtplib.SMTPResponseException)
     assert reply.code == 553 and reply.message.startswith("5.7.1") and ALICE in reply.message
