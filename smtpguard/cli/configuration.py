@@ -65,7 +65,9 @@ def show_lines(settings: Settings, *, everything: bool) -> list[str]:
             body.append(f"{key} = {text}" if text is not None else f"# {key} is not set")
         if body:
             lines += ["", f"[{section}]", *body]
-    return lines
+    from smtpguard.oauth.settings import show_lines as oauth_lines  # tables of tables: rendered there
+
+    return lines + oauth_lines(settings.oauth, settings.credentials)
 
 
 @config_app.command("show", cls=Command)

@@ -24,8 +24,9 @@ else `default`. Errors are ValueError naming the key; config.py turns them into 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -193,3 +194,28 @@ def check_credentials(creds: CredentialSettings, oauth: OAuthSettings) -> Creden
         hint = f"one of {', '.join(apps)}" if apps else 'an [oauth.NAME] account with mode = "oauth-app"'
         raise ValueError(f'[credentials] "oauth-app" needs app_account = {hint}')
     return CredentialSettings(creds.default, name, creds.users)
+
+
+def show_lines(oauth: OAuthSettings, creds: CredentialSettings) -> list[str]:
+    """`config show`: these sections as TOML (each account written out in full), when set."""
+    lines: list[str] = []
+    if oauth != OAuthSettings():
+        lines += ["", "[oauth]"]
+        if oauth.state_dir is not None:
+            lines.append(f"state_dir = {json.dumps(str(oauth.state_dir))}")
+        for account in oauth.accounts:
+            lines += ["", f"[oauth.{json.dumps(account.name)}]"]
+            for f in fields(account):
+                value = getattr(account, f.name)
+                if (
+                    f.name != "name"
+                    and value is not None
+                    and (f.name in ("provider", "client_id") or value != f.default)
+                ):
+                    lines.append(f"{f.name} = {json.dumps(str(value))}")
+    if creds != CredentialSettings():
+        users = ", ".join(f"{json.dumps(n)} = {json.dumps(k)}" for n, k in creds.users)
+        lines += ["", "[credentials]", f"default = {json.dumps(creds.default)}"]
+        lines += [f"app_account = {json.dumps(creds.app_account)}"] if creds.app_account else []
+        lines += [f"users = {{ {users} }}"] if users else []
+    return lines

@@ -96,3 +96,16 @@ def test_user_add_binds_sender_addresses(tmp_path: Path) -> None:
     code, out = cli("user", "add", "alice", "--any-sender")
     assert code == 0 and "may send from: any address" in out
     assert json.loads(cli("user", "list", "--json")[1])[0]["addresses"] == []
+
+
+def test_config_show_writes_the_oauth_sections_back(tmp_path: Path) -> None:
+    import tomllib
+
+    from smtpguard.config import from_mapping
+
+    s = load(tmp_path, BASE + '[credentials]\ndefault = "oauth-app"\nusers = { carol = "password" }\n')
+    r = CliRunner().invoke(app, ["config", "show", "--config", str(tmp_path / "c.toml")])
+    assert r.exit_code == 0, r.output
+    parsed = tomllib.loads(r.stdout)
+    assert parsed["oauth"]["relay"]["client_secret_file"] == "/etc/smtpguard/app-secret"
+    assert from_mapping(parsed, s.source) == s
