@@ -15,6 +15,11 @@ UpstreamKey = Hashable
 _Idle = tuple[float, UpstreamKey, aiosmtplib.SMTP]  # (idle since, key, session)
 
 
+def _settings(key: UpstreamKey) -> object:
+    """The upstream settings a key was made for (a Credential's `upstream`, or the key itself)."""
+    return getattr(key, "upstream", key)
+
+
 class UpstreamPool:
     """Idle upstream sessions logged in as the relay's own account, kept for the next client.
 
@@ -35,13 +40,14 @@ class UpstreamPool:
         return len(self._idle)
 
     def take(self, up: UpstreamKey, now: float) -> aiosmtplib.SMTP | None:
-        """The freshest idle session for this key, or None (stale ones are closed; other
-        keys' sessions stay for their own clients until they go stale)."""
+        """The freshest idle session for this key, or None. Stale ones are closed, and so are
+        those for other upstream settings (a reload); those of other logins to the same
+        upstream stay for their own clients."""
         others: list[_Idle] = []
         matching: list[_Idle] = []
         for item in self._idle:
             since, key, client = item
-            if now - since >= self.max_idle or not client.is_connected:
+            if now - since >= self.max_idle or not client.is_connected or _settings(key) != _settings(up):
                 client.close()
             else:
                 (matching if key == up else others).append(item)
