@@ -89,7 +89,10 @@ def account_login(
         who = sign_in(account, store, chosen, io, timeout=timeout)  # type: ignore[arg-type]
     except (OAuthError, ValueError, TimeoutError) as exc:
         fail(f"sign-in failed: {exc}")
-    typer.echo(f"signed in: {name} as {who}; tokens saved encrypted in {store.dir}")
+    if account.mode == "oauth-app":
+        typer.echo(f"app credential accepted: {name} ({who}); nothing stored, the secret stays in its file")
+    else:
+        typer.echo(f"signed in: {name} as {who}; tokens saved encrypted in {store.dir}")
 
 
 @account_app.command("status", cls=Command)

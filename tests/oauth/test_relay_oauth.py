@@ -154,7 +154,9 @@ async def test_device_login_via_the_cli_then_relayed_with_xoauth2(
     assert xoauth2_upstream.logins == [ALICE]
     assert xoauth2_upstream.delivered == [(ALICE, ["bob@example.com"])]
     _, listing = cli("account", "list", "--config", str(path))
-    shown = out + status + listing
+    code, app_login = cli("account", "login", "relay", "--config", str(path))
+    assert code == 0 and "app credential accepted: relay" in app_login
+    shown = out + status + listing + app_login
     assert idp.issued and not [t for t in idp.issued if t in shown]  # tokens are never printed
 
 
