@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from smtpguard.oauth.settings import CredentialSettings, OAuthSettings, parse_credentials, parse_oauth
 from smtpguard.suppression.addresses import MatchRules
 
 DEFAULT_CONFIG = Path("/etc/smtpguard/smtpguard.toml")
@@ -105,6 +106,8 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     matching: MatchRules = field(default_factory=MatchRules)
     watch: WatchSettings = field(default_factory=WatchSettings)
+    oauth: OAuthSettings = field(default_factory=OAuthSettings)  # smtpguard/oauth/settings.py
+    credentials: CredentialSettings = field(default_factory=CredentialSettings)
     source: Path | None = None  # the file these came from, None for built-in defaults
 
     def upstream_password(self) -> str:
@@ -116,6 +119,11 @@ class Settings:
             return path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"[upstream] password_file {path}: {exc.strerror}") from None
+
+    @property
+    def oauth_state_dir(self) -> Path:
+        """Where the encrypted tokens live (`<dir>/oauth/`): [oauth] state_dir, else beside the store."""
+        return self.oauth.state_dir or self.store.path.parent
 
 
 # --- value parsers: each returns the typed value or raises ValueError(expected form)
@@ -243,10 +251,13 @@ def _type_name(t: type | tuple[type, ...]) -> str:
 def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Settings:
     """Validate parsed TOML; raise ConfigError naming the first bad key."""
     where = f"config {source}: " if source else "config: "
-    sections: dict[str, Any] = {}
+    sections: dict[str, Any] = _upstream_auth_sections(data, where)
     for name, table in data.items():
+        if name in _UPSTREAM_AUTH_SECTIONS:
+            continue
         if name not in SCHEMA:
-            raise ConfigError(f"{where}unknown section [{name}] (known: {', '.join(SCHEMA)})")
+            known = ", ".join([*SCHEMA, *_UPSTREAM_AUTH_SECTIONS])
+            raise ConfigError(f"{where}unknown section [{name}] (known: {known})")
         if not isinstance(table, Mapping):
             raise ConfigError(f"{where}[{name}] must be a table")
         values: dict[str, Any] = {}
@@ -268,12 +279,36 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Setting
     return settings
 
 
+# --- [oauth] and [credentials]: nested tables, parsed in smtpguard/oauth/settings.py
+_UPSTREAM_AUTH_SECTIONS = ("oauth", "credentials")
+
+
+def _upstream_auth_sections(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in _UPSTREAM_AUTH_SECTIONS:
+        if name in data and not isinstance(data[name], Mapping):
+            raise ConfigError(f"{where}[{name}] must be a table")
+    try:
+        oauth = parse_oauth(data.get("oauth", {}))
+        credentials = parse_credentials(data.get("credentials", {}), oauth)
+    except ValueError as exc:
+        raise ConfigError(f"{where}{exc}") from None
+    if "oauth" in data:
+        out["oauth"] = oauth
+    if "credentials" in data or "oauth" in data:
+        out["credentials"] = credentials
+    return out
+
+
 def _check_together(s: Settings, where: str) -> None:
     srv = s.server
     if (srv.tls_cert is None) != (srv.tls_key is None):
         raise ConfigError(f"{where}[server] tls_cert and tls_key go together: set both or neither")
     if srv.smtps_listen is not None and srv.tls_cert is None:
         raise ConfigError(f"{where}[server] smtps_listen needs tls_cert and tls_key")
+    if srv.auth != "local" and (s.credentials.default != "password" or s.credentials.users):
+        # OAuth upstream credentials belong to local users, who are bound to their senders.
+        raise ConfigError(f'{where}[credentials] other than "password" need [server] auth = "local"')
 
 
 def resolve_config_path(explicit: Path | None) -> Path | None:

@@ -208,6 +208,66 @@ NO_UTF8_UPSTREAM = Reply(
     "The outgoing mail server does not accept non-ASCII addresses",
     "Le serveur d'envoi n'accepte pas les adresses avec accents ou caractères non latins",
 )
+
+# --- OAuth upstreams (XOAUTH2) and sender binding: smtpguard/smtp/credentials.py ----------
+SIGN_IN_NEEDED = Reply(
+    Code.TEMP_AUTH_FAILURE,
+    "4.7.0",
+    "The relay's sign-in to your mailbox has expired or was withdrawn; nothing was sent and your "
+    "mail program will try again. Ask IT to run: {command}",
+    "La connexion du relais à votre boîte mail a expiré ou a été retirée ; rien n'a été envoyé et "
+    "votre logiciel réessaiera. Demandez à l'informatique de lancer : {command}",
+)
+OAUTH_REFUSED = Reply(
+    Code.TEMP_AUTH_FAILURE,
+    "4.7.0",
+    "The mail provider refused the relay's sign-in ({detail}); nothing was sent and your mail program "
+    "will try again. Ask IT to check the relay's app registration and run: {command}",
+    "Le fournisseur de messagerie a refusé la connexion du relais ({detail}) ; rien n'a été envoyé et "
+    "votre logiciel réessaiera. Demandez à l'informatique de vérifier l'application du relais et de lancer : {command}",
+)
+IDP_DOWN = Reply(
+    Code.LOCAL_ERROR,
+    "4.4.3",
+    "The mail provider's sign-in service cannot be reached right now; nothing was sent. "
+    "Your mail program will try again in a few minutes.",
+    "Le service de connexion du fournisseur de messagerie est injoignable pour l'instant ; rien n'a été "
+    "envoyé. Votre logiciel réessaiera dans quelques minutes.",
+)
+UPSTREAM_REFUSED_TOKEN = Reply(
+    Code.TEMP_AUTH_FAILURE,
+    "4.7.0",
+    "The outgoing mail server refused the relay's sign-in for {mailbox} ({answer}); nothing was sent. "
+    "Ask IT to check that SMTP sending is allowed for this mailbox, then to run: {command}",
+    "Le serveur d'envoi a refusé la connexion du relais pour {mailbox} ({answer}) ; rien n'a été envoyé. "
+    "Demandez à l'informatique de vérifier que l'envoi SMTP est autorisé pour cette boîte, puis de lancer : {command}",
+)
+NO_OAUTH_ACCOUNT = Reply(
+    Code.TEMP_AUTH_FAILURE,
+    "4.7.0",
+    "The relay has no mailbox sign-in set up for you yet; nothing was sent. "
+    "Ask IT to add [oauth.{user}] to the configuration and run: smtpguard account login {user}",
+    "Le relais n'a pas encore de connexion à votre boîte mail ; rien n'a été envoyé. "
+    "Demandez à l'informatique d'ajouter [oauth.{user}] à la configuration et de lancer : "
+    "smtpguard account login {user}",
+)
+NOT_YOUR_SENDER = Reply(
+    Code.MAILBOX_NAME_INVALID,
+    "5.7.1",
+    "You may not send as {address} through this relay (your addresses: {allowed}); nothing was sent. "
+    "Check the From address of your mail account.",
+    "Vous ne pouvez pas envoyer en tant que {address} par ce relais (vos adresses : {allowed}) ; rien n'a "
+    "été envoyé. Vérifiez l'adresse d'expéditeur de votre compte.",
+)
+NO_SENDER_SET = Reply(
+    Code.MAILBOX_NAME_INVALID,
+    "5.7.1",
+    "No sender address is set up for you on this relay, so it cannot send for you; nothing was sent. "
+    "Ask IT to run: smtpguard user add {user} --address YOUR-ADDRESS",
+    "Aucune adresse d'expéditeur n'est définie pour vous sur ce relais, il ne peut donc pas envoyer pour vous ; "
+    "rien n'a été envoyé. Demandez à l'informatique de lancer : smtpguard user add {user} --address VOTRE-ADRESSE",
+)
+
 MAIL_FIRST = Reply(Code.BAD_SEQUENCE, "5.5.1", "Send MAIL first", "Envoyez d'abord MAIL")
 RECIPIENT_OK = Reply(Code.OK, "2.1.5", "Recipient OK", "Destinataire accepté")
 RESET_OK = Reply(Code.OK, "2.0.0", "OK", "OK")

@@ -96,6 +96,7 @@ class StatsResult:
 class User:
     name: str
     created: str
+    addresses: tuple[str, ...] = ()  # the senders this user may use; () = any
 
 
 def parse_date(text: str | None, option: str) -> str | None:
@@ -123,6 +124,14 @@ def parse_since(text: str | None) -> str | None:
 def check_user_name(name: str) -> None:
     if not name or any(c.isspace() or c == ":" for c in name):
         raise InvalidInput(f"user name {name!r} must not be empty or hold spaces")
+
+
+def check_sender_address(text: str) -> str:
+    """A sender address a user may be bound to: one plain `local@domain`, kept as typed."""
+    local, at, domain = text.strip().rpartition("@")
+    if not (at and local and "." in domain) or any(c.isspace() or c in '<>",;' for c in text.strip()):
+        raise InvalidInput(f"sender address {text!r} must be a plain address like alice@corp.example")
+    return text.strip()
 
 
 DELIMITERS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
@@ -287,7 +296,16 @@ class Service:
         return StatsResult(rows, sum(r.count for r in rows), s.expired, dict(s.events_by_action))
 
     async def users(self) -> list[User]:
-        return [User(n, c) for n, c in await self.store.users()]
+        return [User(n, c, tuple(await self.store.user_addresses(n))) for n, c in await self.store.users()]
+
+    async def has_user(self, name: str) -> bool:
+        return await self.store.user_hash(name) is not None
+
+    async def set_user_addresses(self, name: str, addresses: Sequence[str]) -> None:
+        """Bind `name` to these sender addresses (MAIL FROM); [] lets it use any."""
+        cleaned = list(dict.fromkeys(check_sender_address(a) for a in addresses))
+        if not await self.store.set_user_addresses(name, cleaned):
+            raise InvalidInput(f"no user {name!r}")
 
     async def set_user(self, name: str, password: str) -> bool:
         """Create an account or change its password; True when it is new."""

@@ -129,7 +129,7 @@ def test_endpoints() -> None:
             parse_endpoint(bad)
 
 
-@pytest.mark.parametrize("name", ["laptop.toml", "team-server.toml"])
+@pytest.mark.parametrize("name", ["laptop.toml", "team-server.toml", "microsoft365.toml", "google-workspace.toml"])
 def test_example_configurations_are_valid_and_safe(name: str) -> None:
     s = config.load(ROOT / "examples" / name)
     assert relay_problems(s) == []

@@ -9,6 +9,7 @@ import base64
 import email
 import ipaddress
 import logging
+import string
 import subprocess
 import sys
 from dataclasses import replace
@@ -288,6 +289,7 @@ def test_every_fixed_reply_is_in_both_languages() -> None:
     assert len(fixed) >= 20
     for reply in fixed:
         assert reply.en and reply.fr
-        values = dict.fromkeys(("address", "why", "limit"), "x")
+        fields = {f for text in (reply.en, reply.fr) for _, f, _, _ in string.Formatter().parse(text) if f}
+        values = dict.fromkeys(fields, "x")
         en, fr = reply.say("en", **values), reply.say("fr", **values)
         assert en[:3] == fr[:3] == str(int(reply.code)) and en.split()[1] == reply.enhanced

@@ -15,7 +15,9 @@ from smtpguard.config import SCHEMA, Endpoint, Settings
 
 @config_app.command("check", cls=Command)
 def config_check(config_path: ConfigOpt = None, db: DbOpt = None) -> None:
-    """Validate the configuration and try the upstream connection (connect, TLS, EHLO)."""
+    """Validate the configuration and try the upstream connection (connect, TLS, EHLO, login);
+    with [oauth] accounts, a real token refresh and an XOAUTH2 login for each."""
+    from smtpguard.runtime.oauthprobe import oauth_probe
     from smtpguard.runtime.probe import probe
     from smtpguard.runtime.safety import relay_problems
 
@@ -25,6 +27,7 @@ def config_check(config_path: ConfigOpt = None, db: DbOpt = None) -> None:
     for p in problems:
         typer.echo(f"refused: {p}")
     ok = run(lambda: probe(settings, typer.echo))
+    ok = run(lambda: oauth_probe(settings, typer.echo)) and ok
     if problems or not ok:
         raise typer.Exit(1)
 
@@ -62,7 +65,9 @@ def show_lines(settings: Settings, *, everything: bool) -> list[str]:
             body.append(f"{key} = {text}" if text is not None else f"# {key} is not set")
         if body:
             lines += ["", f"[{section}]", *body]
-    return lines
+    from smtpguard.oauth.settings import show_lines as oauth_lines  # tables of tables: rendered there
+
+    return lines + oauth_lines(settings.oauth, settings.credentials)
 
 
 @config_app.command("show", cls=Command)

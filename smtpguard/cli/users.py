@@ -10,7 +10,7 @@ import typer
 from smtpguard.cli.app import Command, user_app
 from smtpguard.cli.options import ConfigOpt, DbOpt, JsonOpt, NlOpt, Output, fail, output, run, settings_for
 from smtpguard.cli.output import Rows
-from smtpguard.service import User, check_user_name, open_service
+from smtpguard.service import User, check_sender_address, check_user_name, open_service
 from smtpguard.suppression.store.base import WEB_ROLES
 
 NameArg = Annotated[str, typer.Argument(help="Login name.", metavar="NAME")]
@@ -20,6 +20,16 @@ NameArg = Annotated[str, typer.Argument(help="Login name.", metavar="NAME")]
 def user_add(
     name: NameArg,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+    address: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--address",
+            metavar="ADDRESS",
+            help="A sender address this user may use in MAIL FROM (repeat for several; replaces the list). "
+            "For an existing user, --address alone keeps the password.",
+        ),
+    ] = None,
+    any_sender: Annotated[bool, typer.Option("--any-sender", help="Remove the sender binding.")] = False,
     config_path: ConfigOpt = None,
     db: DbOpt = None,
     web: Annotated[bool, typer.Option("--web", help="The account may sign in to the web page (role viewer).")] = False,
@@ -36,22 +46,35 @@ def user_add(
     web_role = role if role is not None else ("viewer" if web else None)
     if web_role is not None and web_role not in WEB_ROLES:
         fail(f"--role must be one of {', '.join(WEB_ROLES)}, got {web_role!r}")
+    addresses = [check_sender_address(a) for a in address or []]
+    binding = bool(addresses) or any_sender
+
+    async def exists() -> bool:
+        async with open_service(settings) as service:
+            return await service.has_user(name)
+
+    password = ""
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
-    else:
+    elif not (binding and run(exists)):
         password = typer.prompt(f"Password for {name}", hide_input=True, confirmation_prompt=True)
-    if not password:
+    if not password and not binding:
         fail("the password is empty")
 
     async def main() -> bool:
         async with open_service(settings) as service:
-            created = await service.set_user(name, password)
+            created = await service.set_user(name, password) if password else False
+            if binding:
+                await service.set_user_addresses(name, addresses)
             if web_role is not None:
                 await service.set_web_role(name, web_role)
             return created
 
     created = run(main)
-    typer.echo(f"{'created' if created else 'password changed for'} user {name}")
+    if password:
+        typer.echo(f"{'created' if created else 'password changed for'} user {name}")
+    if binding:
+        typer.echo(f"user {name} may send from: {', '.join(addresses) or 'any address'}")
     if web_role is not None:
         typer.echo(f"{name} may sign in to the web page as {web_role}")
 
@@ -71,7 +94,7 @@ def user_remove(name: NameArg, config_path: ConfigOpt = None, db: DbOpt = None) 
 
 
 def user_line(u: User) -> str:
-    return f"{u.name}\t{u.created}"
+    return f"{u.name}\t{u.created}" + (f"\t{','.join(u.addresses)}" if u.addresses else "")
 
 
 @user_app.command("list", cls=Command)

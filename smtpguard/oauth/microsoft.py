@@ -49,15 +49,18 @@ class MicrosoftDelegated:
             blob = self.store.read(self.account.name)
             if blob is not None:
                 cache.deserialize(blob.decode("utf-8"))
-            self._cache, self._stamp = cache, stamp
             with calling_provider(self.account.name):  # the authority's openid-configuration
-                self._app = msal.PublicClientApplication(
+                app = msal.PublicClientApplication(
                     self.account.client_id,
                     authority=self.account.microsoft_authority,
                     instance_discovery=False,
                     http_client=self.http,
                     token_cache=cache,
                 )
+            # Only once the app exists: an outage here must not leave the old app (and its
+            # old cache) marked as up to date with the file, or a sign-in made meanwhile
+            # would stay unseen until the next rewrite.
+            self._app, self._cache, self._stamp = app, cache, stamp
         return self._app
 
     def _save(self) -> None:

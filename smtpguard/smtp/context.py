@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiosmtplib
 
 from smtpguard.config import Settings
+from smtpguard.oauth.broker import TokenBroker
 from smtpguard.smtp.audit import AuditWriter
 from smtpguard.smtp.pool import UpstreamPool
 from smtpguard.suppression.store import Store
@@ -39,6 +41,8 @@ class RelayContext:
     pool: UpstreamPool = field(default_factory=UpstreamPool)
     # client address -> times of its recent failed local logins (auth throttle)
     auth_failures: dict[str, deque[float]] = field(default_factory=dict)
+    # OAuth token state directory -> its broker (smtp/credentials.py); created on first use
+    brokers: dict[Path, TokenBroker] = field(default_factory=dict)
 
 
 @dataclass

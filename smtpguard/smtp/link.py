@@ -14,6 +14,7 @@ from typing import Any
 import aiosmtplib
 
 from smtpguard import replies
+from smtpguard.smtp import credentials
 from smtpguard.smtp.context import LOST, RelayContext, Transaction
 from smtpguard.smtp.session import RelaySession
 from smtpguard.smtp.upstream import UpstreamUnavailable, close_quietly, connect, describe
@@ -113,37 +114,45 @@ class UpstreamLink:
         except LOST as exc:
             await self.drop_upstream(server, describe(exc))
 
-    async def upstream_for(self, server: RelaySession) -> aiosmtplib.SMTP | str:
-        """The session's upstream, connected on first use; a reply text on failure."""
+    async def upstream_for(self, server: RelaySession, sender: str = "") -> aiosmtplib.SMTP | str:
+        """The session's upstream, connected and logged in (credentials.py) on first use,
+        or again when this sender needs another login; a reply text on failure."""
         up = server.upstream
-        if up is not None:
-            if up.is_connected:
-                return up
-            server.upstream = None
-            await close_quietly(up, quit=False)
+        if up is not None and up.is_connected and server.upstream_key is None:
+            return up  # passthrough: the client's own login
         settings = self.ctx.settings
         if settings.server.auth == "passthrough":
+            server.upstream = None
+            await close_quietly(up, quit=False)
             # The upstream session carried the client's login, which cannot be
             # replayed (the password is never kept). Connecting again without
             # it would send unauthenticated: make the client reconnect and log in.
             log.info("session=%d upstream session gone; asking the client to reconnect", server.sid)
             server.close_after_reply()
             return replies.RELOGIN.say(self.lang)
-        pooled = self.ctx.pool.take(settings.upstream, server.loop.time())
+        cred = credentials.choose(settings, server.user, sender)
+        if isinstance(cred, str):
+            return cred
+        if up is not None:
+            if up.is_connected and server.upstream_key == cred:
+                return up
+            server.upstream = None  # lost, or logged in as another mailbox (oauth-app)
+            if up.is_connected and server.upstream_key is not None and self.ctx.accepting:
+                await self.ctx.pool.give(server.upstream_key, up, server.loop.time(), clean=False)
+            else:
+                await close_quietly(up, quit=False)
+        pooled = self.ctx.pool.take(cred, server.loop.time())
         if pooled is not None:
-            server.upstream, server.upstream_key, server.upstream_reused = pooled, settings.upstream, True
+            server.upstream, server.upstream_key, server.upstream_reused = pooled, cred, True
             return pooled
         try:
             up = await connect(settings.upstream, settings.server.hostname)
         except UpstreamUnavailable as exc:
             log.warning("session=%d upstream %s unreachable: %s", server.sid, settings.upstream.host, exc)
             return replies.UPSTREAM_DOWN.say(self.lang)
-        if settings.upstream.username:
-            try:
-                await up.login(settings.upstream.username, settings.upstream_password())
-            except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
-                log.error("upstream login as %s failed: %s", settings.upstream.username, describe(exc))
-                await close_quietly(up)
-                return replies.UPSTREAM_DOWN.say(self.lang)
-        server.upstream, server.upstream_key, server.upstream_reused = up, settings.upstream, False
+        refused = await credentials.log_in(up, cred, settings, credentials.broker(self.ctx))
+        if refused is not None:
+            await close_quietly(up)
+            return refused
+        server.upstream, server.upstream_key, server.upstream_reused = up, cred, False
         return up

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Hashable
 
 import aiosmtplib
 
-from smtpguard.config import UpstreamSettings
 from smtpguard.smtp.upstream import close_quietly
 
-_Idle = tuple[float, UpstreamSettings, aiosmtplib.SMTP]  # (idle since, settings, session)
+# What a pooled session is logged in as (smtp/credentials.Credential: the upstream
+# settings and the login): a session goes only to a client with an equal key.
+UpstreamKey = Hashable
+_Idle = tuple[float, UpstreamKey, aiosmtplib.SMTP]  # (idle since, key, session)
+
+
+def _settings(key: UpstreamKey) -> object:
+    """The upstream settings a key was made for (a Credential's `upstream`, or the key itself)."""
+    return getattr(key, "upstream", key)
 
 
 class UpstreamPool:
@@ -31,21 +39,23 @@ class UpstreamPool:
     def __len__(self) -> int:
         return len(self._idle)
 
-    def take(self, up: UpstreamSettings, now: float) -> aiosmtplib.SMTP | None:
-        """The freshest idle session for these settings, or None (stale ones are closed)."""
-        keep: list[_Idle] = []
-        stale: list[_Idle] = []
+    def take(self, up: UpstreamKey, now: float) -> aiosmtplib.SMTP | None:
+        """The freshest idle session for this key, or None. Stale ones are closed, and so are
+        those for other upstream settings (a reload); those of other logins to the same
+        upstream stay for their own clients."""
+        others: list[_Idle] = []
+        matching: list[_Idle] = []
         for item in self._idle:
-            since, settings, client = item
-            usable = settings == up and now - since < self.max_idle and client.is_connected
-            (keep if usable else stale).append(item)
-        for _, _, client in stale:
-            client.close()
-        found = keep.pop()[2] if keep else None  # the most recently used
-        self._idle = keep
+            since, key, client = item
+            if now - since >= self.max_idle or not client.is_connected or _settings(key) != _settings(up):
+                client.close()
+            else:
+                (matching if key == up else others).append(item)
+        found = matching.pop()[2] if matching else None  # the most recently used
+        self._idle = others + matching
         return found
 
-    async def give(self, up: UpstreamSettings, client: aiosmtplib.SMTP, now: float, *, clean: bool) -> None:
+    async def give(self, up: UpstreamKey, client: aiosmtplib.SMTP, now: float, *, clean: bool) -> None:
         """Keep `client` for reuse; `clean=False` means a transaction may be open (RSET first)."""
         if self._closed or not client.is_connected or len(self._idle) >= self.size:
             await close_quietly(client)
@@ -58,7 +68,7 @@ class UpstreamPool:
                 return
         self._idle.append((now, up, client))
 
-    def give_soon(self, up: UpstreamSettings, client: aiosmtplib.SMTP, now: float) -> None:
+    def give_soon(self, up: UpstreamKey, client: aiosmtplib.SMTP, now: float) -> None:
         """`give` a clean session from code that cannot await (a connection_lost callback)."""
         task = asyncio.ensure_future(self.give(up, client, now, clean=True))
         self._pending.add(task)

@@ -21,9 +21,9 @@ import aiosmtplib
 from aiosmtpd.smtp import SMTP, syntax
 
 from smtpguard import replies
-from smtpguard.config import UpstreamSettings
 from smtpguard.replies import with_enhanced_code
 from smtpguard.smtp.context import RelayContext, Transaction
+from smtpguard.smtp.pool import UpstreamKey
 from smtpguard.smtp.spool import Outcome, Spool, receive
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ class RelaySession(SMTP):
         self.upstream: aiosmtplib.SMTP | None = None
         # Set when `upstream` is the relay's own account (auth local/none), so
         # it may go back to the pool; `upstream_reused` until its first MAIL.
-        self.upstream_key: UpstreamSettings | None = None
+        self.upstream_key: UpstreamKey | None = None
         self.upstream_reused = False
         self.user = ""
         self.client_ip = ""

@@ -16,6 +16,7 @@ from aiosmtpd.smtp import Envelope, Session
 
 from smtpguard import replies
 from smtpguard.replies import upstream_error, upstream_reply
+from smtpguard.smtp import credentials
 from smtpguard.smtp.context import LOST, Transaction
 from smtpguard.smtp.link import UpstreamLink, answers_4xx
 from smtpguard.smtp.message import header_value, remove_recipients
@@ -48,9 +49,12 @@ class TransactionHooks(UpstreamLink):
             self.end_transaction(server)
             await self.rset_upstream(server)
         sender = "" if address == "<>" else address
+        refused = await credentials.sender_refusal(settings, self.ctx.store, server.user, sender)
+        if refused is not None:
+            return refused  # not one of this user's addresses: the upstream never hears of it
         utf8 = "SMTPUTF8" in options or not sender.isascii()
         while True:
-            up = await self.upstream_for(server)
+            up = await self.upstream_for(server, sender)
             if isinstance(up, str):
                 return up
             if utf8 and not up.supports_extension("smtputf8"):

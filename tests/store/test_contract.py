@@ -290,6 +290,22 @@ async def test_users(store: Store) -> None:
     assert [name for name, _ in await store.users()] == ["bob"]
 
 
+async def test_user_sender_addresses(store: Store) -> None:
+    assert await store.set_user_addresses("nobody", ["x@example.com"]) is False
+    await store.set_user("alice", "hash-1")
+    assert await store.user_addresses("alice") == []  # any sender, as before
+    assert await store.set_user_addresses("alice", ["alice@corp.example", "sales@corp.example"]) is True
+    assert await store.user_addresses("alice") == ["alice@corp.example", "sales@corp.example"]
+    await store.set_user("alice", "hash-2")  # a new password keeps the addresses
+    assert await store.user_addresses("alice") == ["alice@corp.example", "sales@corp.example"]
+    assert await store.set_user_addresses("alice", []) is True
+    assert await store.user_addresses("alice") == []
+    await store.set_user_addresses("alice", ["alice@corp.example"])
+    await store.remove_user("alice")
+    await store.set_user("alice", "hash-3")  # a new account with the old name starts unbound
+    assert await store.user_addresses("alice") == []
+
+
 # --- matching rules: the list's own, changed only by change_rules ----------------------
 
 

@@ -60,6 +60,22 @@ async def test_reopening_keeps_the_data(db: Path) -> None:
         await store.close()
 
 
+async def test_a_version_1_file_gains_sender_addresses_and_keeps_its_users(db: Path) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.executescript(MIGRATIONS[0])
+        conn.execute("INSERT INTO users VALUES ('alice', 'hash-a', '2026-01-01T00:00:00Z')")
+        conn.execute("PRAGMA user_version=1")
+    store = await open_store(db, RULES)
+    try:
+        assert await store.user_hash("alice") == "hash-a"
+        assert await store.user_addresses("alice") == []
+        assert await store.set_user_addresses("alice", ["alice@corp.example"])
+        assert await store.user_addresses("alice") == ["alice@corp.example"]
+    finally:
+        await store.close()
+    assert pragma(db, "user_version") == len(MIGRATIONS) == 3
+
+
 async def test_parent_directories_are_created(tmp_path: Path) -> None:
     store = await open_store(tmp_path / "var" / "lib" / "s.db", RULES)
     await store.close()

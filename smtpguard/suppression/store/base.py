@@ -175,3 +175,11 @@ class Store(Protocol):
     async def web_role(self, name: str) -> WebRole | None:
         """The account's role on the web page, None when it may not sign in there."""
         ...
+
+    async def set_user_addresses(self, name: str, addresses: Sequence[str]) -> bool:
+        """Replace the sender addresses `name` may use (empty: any); False when there is no such user."""
+        ...
+
+    async def user_addresses(self, name: str) -> list[str]:
+        """The sender addresses `name` may use, as set; [] for any sender or no such user."""
+        ...

@@ -22,6 +22,7 @@ class MemoryStore:
         self._events: list[Event] = []
         self._users: dict[str, tuple[str, str]] = {}  # name -> (hash, created)
         self._web_roles: dict[str, WebRole] = {}
+        self._addresses: dict[str, list[str]] = {}  # name -> allowed sender addresses
 
     async def close(self) -> None:
         self._entries.clear()
@@ -113,6 +114,7 @@ class MemoryStore:
 
     async def remove_user(self, name: str) -> bool:
         self._web_roles.pop(name, None)
+        self._addresses.pop(name, None)
         return self._users.pop(name, None) is not None
 
     async def user_hash(self, name: str) -> str | None:
@@ -133,3 +135,12 @@ class MemoryStore:
 
     async def web_role(self, name: str) -> WebRole | None:
         return self._web_roles.get(name)
+
+    async def set_user_addresses(self, name: str, addresses: Sequence[str]) -> bool:
+        if name not in self._users:
+            return False
+        self._addresses[name] = list(addresses)
+        return True
+
+    async def user_addresses(self, name: str) -> list[str]:
+        return list(self._addresses.get(name, []))

@@ -51,4 +51,9 @@ MIGRATIONS: list[str] = [
         role TEXT NOT NULL CHECK (role IN ('viewer', 'editor', 'admin'))
     );
     """,
+    """
+    -- The sender addresses a local user may use in MAIL FROM, one per line
+    -- ('' = any sender, as before). Set by `smtpguard user add NAME --address A`.
+    ALTER TABLE users ADD COLUMN addresses TEXT NOT NULL DEFAULT ''
+    """,
 ]

@@ -477,3 +477,19 @@ class SQLiteStore:
                 row = await cur.fetchone()
         role = str(row[0]) if row else None
         return role if role in ("viewer", "editor", "admin") else None  # type: ignore[return-value]
+
+    async def set_user_addresses(self, name: str, addresses: Sequence[str]) -> bool:
+        async with (
+            self._transaction() as db,
+            db.execute(
+                "UPDATE users SET addresses = ? WHERE name = ? RETURNING name", ("\n".join(addresses), name)
+            ) as cur,
+        ):
+            return await cur.fetchone() is not None
+
+    async def user_addresses(self, name: str) -> list[str]:
+        with store_errors(self.path):
+            db = await self._writer()
+            async with db.execute("SELECT addresses FROM users WHERE name = ?", (name,)) as cur:
+                row = await cur.fetchone()
+            return [a for a in str(row[0]).split("\n") if a] if row else []
