@@ -15,6 +15,7 @@ import aiosmtplib
 
 from smtpguard import replies
 from smtpguard.smtp.context import LOST, RelayContext, Transaction
+from smtpguard.smtp.nexthop import connect_first
 from smtpguard.smtp.session import RelaySession
 from smtpguard.smtp.upstream import UpstreamUnavailable, close_quietly, connect, describe
 from smtpguard.suppression.store import Event, utc_now
@@ -122,6 +123,8 @@ class UpstreamLink:
             server.upstream = None
             await close_quietly(up, quit=False)
         settings = self.ctx.settings
+        if server.gateway:
+            return await self._next_hop_for(server)
         if settings.server.auth == "passthrough":
             # The upstream session carried the client's login, which cannot be
             # replayed (the password is never kept). Connecting again without
@@ -146,4 +149,15 @@ class UpstreamLink:
                 await close_quietly(up)
                 return replies.UPSTREAM_DOWN.say(self.lang)
         server.upstream, server.upstream_key, server.upstream_reused = up, settings.upstream, False
+        return up
+
+    async def _next_hop_for(self, server: RelaySession) -> aiosmtplib.SMTP | str:
+        """Gateway sessions: the first next hop that answers; kept for the client's next messages."""
+        settings = self.ctx.settings
+        try:
+            up = await connect_first(settings.gateway.hops, settings.server.hostname)
+        except UpstreamUnavailable as exc:
+            log.warning("session=%d no next hop: %s", server.sid, exc)
+            return replies.NEXT_HOP_DOWN.say(self.lang)
+        server.upstream, server.upstream_key, server.upstream_reused = up, None, False
         return up

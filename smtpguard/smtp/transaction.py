@@ -15,6 +15,7 @@ from aiosmtpd.smtp import Envelope, Session
 
 from smtpguard import replies
 from smtpguard.replies import upstream_error, upstream_reply
+from smtpguard.smtp import dsn, gateway
 from smtpguard.smtp.context import LOST, Transaction
 from smtpguard.smtp.link import UpstreamLink, answers_4xx
 from smtpguard.smtp.message import header_value, remove_recipients
@@ -38,7 +39,10 @@ class TransactionHooks(UpstreamLink):
         # trusted_networks stand in for AUTH only with auth = "none": with
         # "local" the relay would otherwise send under its own upstream
         # account for anyone on the machine or LAN. Judged on the settings of now.
-        if not (session.authenticated or (settings.server.auth == "none" and server.trusted)):
+        if server.gateway:
+            if not gateway.trusted(server, settings.gateway):
+                return replies.GATEWAY_REFUSED.say(lang, client=server.client_ip)
+        elif not (session.authenticated or (settings.server.auth == "none" and server.trusted)):
             return replies.AUTH_NEEDED.say(lang)
         if server.txn is not None:
             # A transaction aiosmtpd ended without our DATA hook (oversize
@@ -61,6 +65,7 @@ class TransactionHooks(UpstreamLink):
             ]
             if utf8:
                 forwarded.append("SMTPUTF8")
+            forwarded += dsn.forwardable(server.dsn_mail, up)
             try:
                 r = await up.mail(sender, options=forwarded, encoding="utf-8" if utf8 else "ascii")
             except ValueError:
@@ -109,6 +114,8 @@ class TransactionHooks(UpstreamLink):
         if txn.held and settings.policy.rewrite_headers:
             held_keys = {address_key(s.address, settings.matching, strict=False) for s in txn.held}
             content = remove_recipients(content, lambda a: address_key(a, settings.matching, strict=False) in held_keys)
+        if server.gateway:  # never trust an incoming loop header; ours marks mail as checked
+            content = gateway.stamp_message(content, settings.gateway, txn.sender, txn.relayed, message_id)
         # aiosmtplib's data() timeout covers upload and reply: scale it with size.
         timeout = settings.upstream.timeout + len(content) / 20_000
         server.in_data = True
