@@ -109,7 +109,8 @@ class MaildirMessage(Delivery):
                         final_recipient=flat(block.get("Final-Recipient", "")).split(";", 1)[-1].strip(),
                         action=flat(block.get("Action", "")),
                         status=flat(block.get("Status", "")),
-                        diagnostic=flat(block.get("Diagnostic-Code", "")),
+                        # str(): compat32 gives a Header object for a non-ASCII (e.g. French) reason
+                        diagnostic=flat(str(block.get("Diagnostic-Code", ""))),
                     )
                 )
         return found
