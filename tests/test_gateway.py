@@ -279,3 +279,31 @@ async def test_a_client_outside_the_gateway_networks_is_refused_at_mail(
     finally:
         await raw.close()
     assert upstream.connections == 0
+
+
+def test_config_show_prints_next_hops_as_tables_that_load_back(tmp_path: Path) -> None:
+    import tomllib
+
+    from smtpguard.cli.configuration import show_lines
+
+    data = gateway_toml(
+        tmp_path, next_hops=[{"host": "backup.example", "port": 587, "username": "u", "password_file": "/p"}]
+    )
+    settings = from_mapping(data)
+    shown = tomllib.loads("\n".join(show_lines(settings, everything=False)))
+    assert shown["gateway"]["next_hops"][0]["host"] == "backup.example"
+    assert from_mapping(shown).gateway == settings.gateway
+
+
+async def test_config_check_reaches_each_next_hop(upstream: Upstream, certs: Certs) -> None:
+    from smtpguard.smtp.nexthop import probe_next_hops
+
+    said: list[str] = []
+    good = NextHopSettings(host="localhost", port=upstream.port, ca_file=certs.ca_file, timeout=5)
+    assert await probe_next_hops((good,), "gw.test", said.append)
+    assert said == [
+        f"next hop localhost:{upstream.port} security=starttls: ok, TLS TLSv1.3, no DSN (parameters dropped)"
+    ]
+    unverified = replace(good, ca_file=None)  # the fixture's private CA is not in the system store
+    assert not await probe_next_hops((unverified,), "gw.test", said.append)
+    assert "CERTIFICATE_VERIFY_FAILED" in said[-1]

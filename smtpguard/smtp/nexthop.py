@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 
 import aiosmtplib
 
@@ -68,3 +69,22 @@ async def connect_first(hops: tuple[NextHopSettings, ...], local_hostname: str) 
             log.warning("next hop %s:%d unavailable: %s", hop.host, hop.port, exc)
             failures.append(f"{hop.host}:{hop.port}: {exc}")
     raise UpstreamUnavailable("; ".join(failures) or "no next hop configured")
+
+
+async def probe_next_hops(hops: tuple[NextHopSettings, ...], local_hostname: str, say: Callable[[str], None]) -> bool:
+    """`config check`: each next hop as the gateway would reach it (TLS, client certificate, AUTH)."""
+    ok = True
+    for hop in hops:
+        name = f"next hop {hop.host}:{hop.port} security={hop.security}"
+        try:
+            client = await connect_one(hop, local_hostname)
+        except UpstreamUnavailable as exc:
+            say(f"{name}: FAILED: {exc}")
+            ok = False
+            continue
+        tls = client.get_transport_info("ssl_object")
+        dsn = "DSN passed on" if client.supports_extension("dsn") else "no DSN (parameters dropped)"
+        login = f", logged in as {hop.username}" if hop.username else ""
+        say(f"{name}: ok, TLS {tls.version() if tls else 'not used'}{login}, {dsn}")
+        await close_quietly(client)
+    return ok
