@@ -62,7 +62,7 @@ class MaildirMessage(Delivery):
     def read(cls, path: Path) -> MaildirMessage:
         raw = path.read_bytes()
         msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-        sender = (msg.get("Return-Path") or "").strip().strip("<>")
+        sender = str(msg.get("Return-Path") or "").strip().strip("<>")  # str(): a Header when not ASCII
         return cls(path, sender, tuple(str(v).strip() for v in msg.get_all("Delivered-To", [])), raw)
 
     @property

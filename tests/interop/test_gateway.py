@@ -306,3 +306,40 @@ async def test_dsn_parameters_never_carry_an_address_past_the_check(
     assert {r.final_recipient for m in notices for r in m.dsn()} == {ALLOWED}, ctx
     # The ORCPT reached NEXTHOP too, as a label in the report on bob's delivery, never an address mail went to.
     assert all(f"Original-Recipient: rfc822;{SUPPRESSED}" in m.text for m in notices), ctx
+
+
+async def test_utf8_8bit_and_a_big_attachment_arrive_intact_over_one_connection(
+    gateway_bed: GatewayBed, bed_mark: BedMark, start_gateway: GatewayFactory
+) -> None:
+    bed, mark = gateway_bed, bed_mark
+    await start_gateway()
+    sender, rcpt = "sälès@corp.example", "bøb@ok.example"
+    blob = b"".join(b"%06d " % i + b"x" * 70 + b"\r\n" for i in range(80_000))  # ~6 MB of lines
+    bodies = [
+        "From: Sälès <sälès@corp.example>\r\nTo: bøb@ok.example\r\nSubject: Café\r\n"
+        "Message-ID: <utf8@corp.example>\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n\r\nDéjà vu, naïve café.\r\n".encode(),
+        b"From: sales@corp.example\r\nTo: bob@ok.example\r\nSubject: big\r\nMessage-ID: <big@corp.example>\r\n\r\n"
+        + blob,
+    ]
+    client = await direct(bed, "org")
+    try:
+        assert {"8bitmime", "smtputf8", "size"} <= set(client.esmtp_extensions)
+        await client.mail(sender, options=["BODY=8BITMIME", "SMTPUTF8"], encoding="utf-8")
+        await client.rcpt(rcpt, encoding="utf-8")
+        assert (await client.data(bodies[0])).code == 250
+        await client.mail(SENDER, options=[f"SIZE={len(bodies[1])}"])
+        await client.rcpt(ALLOWED)
+        assert (await client.data(bodies[1], timeout=60)).code == 250
+        await client.quit()
+    finally:
+        client.close()
+    got = await bed.nexthop.wait_messages(2, mark.nexthop)
+    ctx = bed.diagnostics(mark)
+    [utf8] = [m for m in got if "Café".encode() in m.message]
+    [big] = [m for m in got if m is not utf8]
+    # Raw bytes: the maildir keeps the UTF-8 envelope in Return-Path / Delivered-To as sent.
+    assert f"Return-Path: <{sender}>\n".encode() in utf8.message, ctx
+    assert f"\nDelivered-To: {rcpt}\n".encode() in utf8.message, ctx
+    assert utf8.message.endswith(bodies[0].split(b"\r\n\r\n", 1)[1].replace(b"\r\n", b"\n")), ctx
+    assert (big.delivered_to, big.message.endswith(blob.replace(b"\r\n", b"\n"))) == (ALLOWED, True), ctx
