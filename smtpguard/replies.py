@@ -200,9 +200,9 @@ NO_UTF8_UPSTREAM = Reply(
 GATEWAY_REFUSED = Reply(
     Code.REFUSED,
     "5.7.1",
-    "This gateway takes mail only from the organisation's own mail servers; {client} is not one of them"
+    "This gateway takes mail only from the organisation's own mail servers; {address} is not one of them"
     " (not in [gateway] networks, no recognised client certificate). Nothing was sent.",
-    "Cette passerelle n'accepte le courrier que des serveurs de l'organisation ; {client} n'en fait pas partie"
+    "Cette passerelle n'accepte le courrier que des serveurs de l'organisation ; {address} n'en fait pas partie"
     " (hors des réseaux [gateway] networks, sans certificat client reconnu). Rien n'a été envoyé.",
 )
 GATEWAY_NO_AUTH = Reply(

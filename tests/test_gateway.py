@@ -307,3 +307,15 @@ async def test_config_check_reaches_each_next_hop(upstream: Upstream, certs: Cer
     unverified = replace(good, ca_file=None)  # the fixture's private CA is not in the system store
     assert not await probe_next_hops((unverified,), "gw.test", said.append)
     assert "CERTIFICATE_VERIFY_FAILED" in said[-1]
+
+
+@pytest.mark.parametrize("listener", [0, 1])
+async def test_mail_and_rcpt_without_an_argument_get_a_syntax_reply(gateway: Relay, listener: int) -> None:
+    raw = await open_raw(gateway, listener)
+    try:
+        assert (await raw.cmd("MAIL")).startswith("501 ")
+        assert (await raw.cmd("RCPT")).startswith("503 ")  # aiosmtpd: MAIL first
+        assert (await raw.cmd("MAIL FROM:<a@corp.example> BOGUS=1")).startswith("555 ")
+        assert (await raw.cmd("NOOP")).startswith("250")
+    finally:
+        await raw.close()

@@ -289,23 +289,30 @@ class RelaySession(SMTP):
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
-        arg, self.dsn_mail = await self._take_dsn(arg, "FROM:", dsn.MAIL_KEYS)
-        if arg is not None:
-            await super().smtp_MAIL(arg)
+        self.dsn_mail = ()
+        if self.gateway:
+            try:
+                arg, self.dsn_mail = self._take_dsn(arg, "FROM:", dsn.MAIL_KEYS)
+            except dsn.DsnError as exc:
+                await self.push(replies.BAD_DSN.say(self.lang, why=str(exc)))
+                return
+        await super().smtp_MAIL(arg)
 
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_RCPT(self, arg: str | None) -> None:
-        arg, self.dsn_rcpt = await self._take_dsn(arg, "TO:", dsn.RCPT_KEYS)
-        if arg is not None:
-            await super().smtp_RCPT(arg)
+        self.dsn_rcpt = ()
+        if self.gateway:
+            try:
+                arg, self.dsn_rcpt = self._take_dsn(arg, "TO:", dsn.RCPT_KEYS)
+            except dsn.DsnError as exc:
+                await self.push(replies.BAD_DSN.say(self.lang, why=str(exc)))
+                return
+        await super().smtp_RCPT(arg)
 
-    async def _take_dsn(
-        self, arg: str | None, keyword: str, keys: frozenset[str]
-    ) -> tuple[str | None, tuple[str, ...]]:
-        """On the gateway listener, the line without its DSN parameters (aiosmtpd answers
-        them 555) and those parameters checked; (None, ()) once a 501 is sent. Elsewhere,
-        and whenever the line is not one we can split, the line as it came."""
-        if not self.gateway or arg is None or self.session is None or not self.session.extended_smtp:
+    def _take_dsn(self, arg: str | None, keyword: str, keys: frozenset[str]) -> tuple[str | None, tuple[str, ...]]:
+        """The line without its DSN parameters (aiosmtpd answers them 555), and those
+        parameters checked (DsnError); a line we cannot split goes on as it came."""
+        if arg is None or self.session is None or not self.session.extended_smtp:
             return arg, ()
         rest = self._strip_command_keyword(keyword, arg)
         if rest is None:
@@ -314,11 +321,7 @@ class RelaySession(SMTP):
         self._path_refusal = ""  # aiosmtpd parses the path again and sets it afresh
         if not address or not params or not rest.endswith(params):
             return arg, ()
-        try:
-            others, taken = dsn.take(params, keys)
-        except dsn.DsnError as exc:
-            await self.push(replies.BAD_DSN.say(self.lang, why=str(exc)))
-            return None, ()
+        others, taken = dsn.take(params, keys)
         return f"{keyword}{rest[: len(rest) - len(params)].rstrip()} {others}".rstrip(), taken
 
     def set_data_deadline(self, seconds: float | None) -> None:

@@ -41,7 +41,7 @@ class TransactionHooks(UpstreamLink):
         # account for anyone on the machine or LAN. Judged on the settings of now.
         if server.gateway:
             if not gateway.trusted(server, settings.gateway):
-                return replies.GATEWAY_REFUSED.say(lang, client=server.client_ip)
+                return replies.GATEWAY_REFUSED.say(lang, address=server.client_ip)
         elif not (session.authenticated or (settings.server.auth == "none" and server.trusted)):
             return replies.AUTH_NEEDED.say(lang)
         if server.txn is not None:
