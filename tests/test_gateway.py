@@ -319,3 +319,13 @@ async def test_mail_and_rcpt_without_an_argument_get_a_syntax_reply(gateway: Rel
         assert (await raw.cmd("NOOP")).startswith("250")
     finally:
         await raw.close()
+
+
+async def test_a_gateway_port_in_use_is_named(gateway: Relay) -> None:
+    taken = port_of(gateway, 1)
+    settings = replace(
+        gateway.ctx.settings, gateway=replace(gateway.ctx.settings.gateway, listen=(Endpoint("127.0.0.1", taken),))
+    )
+    settings = replace(settings, server=replace(settings.server, listen=Endpoint("127.0.0.1", 0)))
+    with pytest.raises(ConfigError, match=rf"\[gateway\] cannot listen on 127.0.0.1:{taken}"):
+        await Relay.start(settings)

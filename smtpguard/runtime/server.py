@@ -139,7 +139,8 @@ class Relay:
         except OSError as exc:
             for s in servers:
                 s.close()
-            raise ConfigError(f"[server] cannot listen on {endpoint}: {exc.strerror or exc}") from None
+            section = "gateway" if gateway else "server"
+            raise ConfigError(f"[{section}] cannot listen on {endpoint}: {exc.strerror or exc}") from None
         for e, (_, implicit, gateway) in zip(bound, plan, strict=True):
             kind = "implicit TLS" if implicit else "SMTP, STARTTLS" if (gateway_tls if gateway else tls) else "SMTP"
             log.info("listening on %s (%s%s)", e, "gateway, " if gateway else "", kind)
