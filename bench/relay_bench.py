@@ -389,6 +389,7 @@ def smtp_source(args: argparse.Namespace, port: int, messages: int, log: Path) -
         "-A",
         "-N",
         "-c",
+        *(["-d"] if getattr(args, "reuse", False) else []),  # -d: next message on the same connection
         "-s",
         str(args.sessions),
         "-m",
@@ -466,10 +467,11 @@ def write_config(path: Path, port: int, sink_port: int, db: Path) -> None:
 def report(targets: list[Target], runs: dict[str, list[Run]], args: argparse.Namespace) -> None:
     total = args.messages * args.recipients
     suppressed = sum(1 for n in range(1, total + 1) if is_suppressed(n, args.entries))
+    connections = "connections reused (-d)" if getattr(args, "reuse", False) else "a new connection per message"
     print()
     print(
         f"load: {args.messages:,} messages x {args.recipients} recipients, {args.size:,} bytes, "
-        f"{args.sessions} sessions, a new connection per message; list {args.entries:,} entries, "
+        f"{args.sessions} sessions, {connections}; list {args.entries:,} entries, "
         f"{suppressed:,} of {total:,} recipients ({100 * suppressed / total:.1f}%) suppressed"
     )
     print(

@@ -99,6 +99,53 @@ class WatchSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class NextHopSettings:
+    """Where the gateway hands allowed mail on (docs/gateway.md): TLS and verification on by default."""
+
+    host: str = ""
+    port: int = 25
+    security: Security = "starttls"
+    verify: bool = True
+    ca_file: Path | None = None  # a private CA for the next hop's certificate
+    client_cert: Path | None = None  # presented to the next hop (Microsoft 365 inbound connector)
+    client_key: Path | None = None
+    username: str = ""  # SMTP AUTH at the next hop (Google's smtp-relay), with password_file
+    password_file: Path | None = None
+    timeout: int = 60
+
+    def password(self) -> str:
+        if self.password_file is None:
+            return ""
+        try:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"[gateway.next_hop] password_file {self.password_file}: {exc.strerror}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """Gateway mode: the organisation's mail server hands its outgoing mail over (docs/gateway.md)."""
+
+    listen: tuple[Endpoint, ...] = ()  # empty: no gateway listener
+    networks: tuple[Network, ...] = ()  # the organisation's servers, by address
+    client_cert_names: tuple[str, ...] = ()  # ... or by the subject/SAN of their TLS client certificate
+    client_ca_file: Path | None = None  # the CA those certificates are checked against
+    tls_cert: Path | None = None  # STARTTLS certificate; [server] tls_cert/tls_key when empty
+    tls_key: Path | None = None
+    loop_secret_file: Path | None = None  # key of the loop-prevention header's HMAC
+    next_hop: NextHopSettings | None = None
+    next_hops: tuple[NextHopSettings, ...] = ()  # tried in order at connect time, after next_hop
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.listen)
+
+    @property
+    def hops(self) -> tuple[NextHopSettings, ...]:
+        return ((self.next_hop,) if self.next_hop else ()) + self.next_hops
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
@@ -108,6 +155,7 @@ class Settings:
     watch: WatchSettings = field(default_factory=WatchSettings)
     oauth: OAuthSettings = field(default_factory=OAuthSettings)  # smtpguard/oauth/settings.py
     credentials: CredentialSettings = field(default_factory=CredentialSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
     source: Path | None = None  # the file these came from, None for built-in defaults
 
     def upstream_password(self) -> str:
@@ -189,6 +237,52 @@ def _positive(value: float) -> float:
     return float(value)
 
 
+def _endpoints(value: str | list[str]) -> tuple[Endpoint, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not all(isinstance(v, str) for v in items):
+        raise ValueError('"host:port" or a list of them, e.g. ["0.0.0.0:25"]')
+    return tuple(parse_endpoint(v) for v in items if v.strip())
+
+
+def _names(values: list[str]) -> tuple[str, ...]:
+    if not all(isinstance(v, str) and v.strip() and not any(c.isspace() for c in v.strip()) for v in values):
+        raise ValueError('a list of certificate names like ["mail.example.com"]')
+    return tuple(v.strip().lower().rstrip(".") for v in values)
+
+
+_NEXT_HOP_KEYS: dict[str, tuple[type, _Parser]] = {}
+
+
+def _next_hop(table: Mapping[str, Any], where: str = "[gateway.next_hop]") -> NextHopSettings:
+    """One next-hop table; ConfigError names the key (from_mapping keeps the message)."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        spec = _NEXT_HOP_KEYS.get(key)
+        if spec is None:
+            raise ConfigError(f"{where}: unknown key {key} (known: {', '.join(_NEXT_HOP_KEYS)})")
+        expected, parser = spec
+        if not isinstance(raw, expected) or (isinstance(raw, bool) and expected is not bool):
+            raise ConfigError(f"{where} {key} must be {_type_name(expected)}, got {raw!r}")
+        try:
+            values[key] = parser(raw) if parser else raw
+        except ValueError as exc:
+            raise ConfigError(f"{where} {key} must be {exc}, got {raw!r}") from None
+    if "host" not in values:
+        raise ConfigError(f"{where} host is missing (the server allowed mail is handed to)")
+    hop = NextHopSettings(**values)
+    if (hop.client_cert is None) != (hop.client_key is None):
+        raise ConfigError(f"{where} client_cert and client_key go together: set both or neither")
+    if hop.username and (hop.password_file is None or hop.security == "none"):
+        raise ConfigError(f"{where} username needs password_file and TLS (security starttls or tls)")
+    return hop
+
+
+def _next_hops(tables: list[Any]) -> tuple[NextHopSettings, ...]:
+    return tuple(_next_hop(t, f"[gateway] next_hops[{i}]") for i, t in enumerate(tables))
+
+
 # section -> key -> (TOML type, parser). The parser may be None for plain values.
 _Parser = Callable[[Any], Any] | None
 SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], _Parser]]] = {
@@ -227,7 +321,32 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], _Parser]]] = {
         "interval": ((int, float), _positive),
         "import_memory_mb": (int, _int_range(64, 1_048_576)),
     },
+    "gateway": {
+        "listen": ((str, list), _endpoints),
+        "networks": (list, _networks),
+        "client_cert_names": (list, _names),
+        "client_ca_file": (str, _optional_path),
+        "tls_cert": (str, _optional_path),
+        "tls_key": (str, _optional_path),
+        "loop_secret_file": (str, _optional_path),
+        "next_hop": (dict, _next_hop),
+        "next_hops": (list, _next_hops),
+    },
 }
+_NEXT_HOP_KEYS.update(
+    {
+        "host": (str, _hostname),
+        "port": (int, _int_range(1, 65535)),
+        "security": (str, _choice("starttls", "tls", "none")),
+        "verify": (bool, None),
+        "ca_file": (str, _optional_path),
+        "client_cert": (str, _optional_path),
+        "client_key": (str, _optional_path),
+        "username": (str, None),
+        "password_file": (str, _optional_path),
+        "timeout": (int, _int_range(1, 3600)),
+    }
+)
 
 
 _SECTION_TYPES: dict[str, type] = {
@@ -237,12 +356,15 @@ _SECTION_TYPES: dict[str, type] = {
     "store": StoreSettings,
     "matching": MatchRules,
     "watch": WatchSettings,
+    "gateway": GatewaySettings,
 }
 
-_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "a table"}
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:
+    if t == (str, list):
+        return "a string or a list"
     if isinstance(t, tuple):
         return "a number"
     return _TYPE_NAMES.get(t, t.__name__)
@@ -271,6 +393,8 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Setting
                 raise ConfigError(f"{where}[{name}] {key} must be {_type_name(expected)}, got {raw!r}")
             try:
                 values[key] = parser(raw) if parser else raw
+            except ConfigError as exc:  # a nested table's own message, already naming its key
+                raise ConfigError(f"{where}{exc}") from None
             except ValueError as exc:
                 raise ConfigError(f"{where}[{name}] {key} must be {exc}, got {raw!r}") from None
         sections[name] = _SECTION_TYPES[name](**values)
@@ -309,6 +433,25 @@ def _check_together(s: Settings, where: str) -> None:
     if srv.auth != "local" and (s.credentials.default != "password" or s.credentials.users):
         # OAuth upstream credentials belong to local users, who are bound to their senders.
         raise ConfigError(f'{where}[credentials] other than "password" need [server] auth = "local"')
+    _check_gateway(s.gateway, srv, where)
+
+
+def _check_gateway(gw: GatewaySettings, srv: ServerSettings, where: str) -> None:
+    if (gw.tls_cert is None) != (gw.tls_key is None):
+        raise ConfigError(f"{where}[gateway] tls_cert and tls_key go together: set both or neither")
+    if not gw.enabled:
+        return
+    if not gw.hops:
+        raise ConfigError(f"{where}[gateway] needs a next hop: [gateway.next_hop] host = ... (or next_hops)")
+    if gw.loop_secret_file is None:
+        raise ConfigError(
+            f"{where}[gateway] loop_secret_file is needed: a file of random text that keys the"
+            " loop-prevention header (e.g. `head -c 32 /dev/urandom | base64 > FILE`)"
+        )
+    if gw.client_cert_names and gw.client_ca_file is None:
+        raise ConfigError(f"{where}[gateway] client_cert_names needs client_ca_file (the CA that issued them)")
+    if gw.client_cert_names and gw.tls_cert is None and srv.tls_cert is None:
+        raise ConfigError(f"{where}[gateway] client_cert_names needs TLS: set tls_cert/tls_key")
 
 
 def resolve_config_path(explicit: Path | None) -> Path | None:

@@ -30,6 +30,7 @@ class Code(IntEnum):
     INSUFFICIENT_STORAGE = 452
     TEMP_AUTH_FAILURE = 454
     SYNTAX_ERROR = 501
+    NOT_IMPLEMENTED = 502
     BAD_SEQUENCE = 503
     AUTH_REQUIRED = 530
     AUTH_FAILED = 535
@@ -268,6 +269,32 @@ NO_SENDER_SET = Reply(
     "rien n'a été envoyé. Demandez à l'informatique de lancer : smtpguard user add {user} --address VOTRE-ADRESSE",
 )
 
+GATEWAY_REFUSED = Reply(
+    Code.REFUSED,
+    "5.7.1",
+    "This gateway takes mail only from the organisation's own mail servers; {address} is not one of them"
+    " (not in [gateway] networks, no recognised client certificate). Nothing was sent.",
+    "Cette passerelle n'accepte le courrier que des serveurs de l'organisation ; {address} n'en fait pas partie"
+    " (hors des réseaux [gateway] networks, sans certificat client reconnu). Rien n'a été envoyé.",
+)
+GATEWAY_NO_AUTH = Reply(
+    Code.NOT_IMPLEMENTED,
+    "5.5.1",
+    "No AUTH on the gateway listener: mail servers are recognised by address or certificate",
+    "Pas d'AUTH sur la passerelle : les serveurs sont reconnus par leur adresse ou leur certificat",
+)
+BAD_DSN = Reply(
+    Code.SYNTAX_ERROR,
+    "5.5.4",
+    "Bad DSN parameter: {why}",
+    "Paramètre DSN invalide : {why}",
+)
+NEXT_HOP_DOWN = Reply(
+    Code.LOCAL_ERROR,
+    "4.4.1",
+    "The next hop cannot be reached right now; nothing was sent. Keep the message queued and try again later.",
+    "Le relais suivant est injoignable pour l'instant ; rien n'a été envoyé. Gardez le message en file et réessayez.",
+)
 MAIL_FIRST = Reply(Code.BAD_SEQUENCE, "5.5.1", "Send MAIL first", "Envoyez d'abord MAIL")
 RECIPIENT_OK = Reply(Code.OK, "2.1.5", "Recipient OK", "Destinataire accepté")
 RESET_OK = Reply(Code.OK, "2.0.0", "OK", "OK")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +29,11 @@ def config_check(config_path: ConfigOpt = None, db: DbOpt = None) -> None:
         typer.echo(f"refused: {p}")
     ok = run(lambda: probe(settings, typer.echo))
     ok = run(lambda: oauth_probe(settings, typer.echo)) and ok
+    if settings.gateway.enabled:
+        from smtpguard.smtp.nexthop import probe_next_hops
+
+        hops, name = settings.gateway.hops, settings.server.hostname
+        ok = run(lambda: probe_next_hops(hops, name, typer.echo)) and ok
     if problems or not ok:
         raise typer.Exit(1)
 
@@ -40,8 +46,11 @@ def toml_value(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type | Endpoint):  # a next hop: an inline table
+        pairs = ((f.name, toml_value(getattr(value, f.name))) for f in dataclasses.fields(value))
+        return "{ " + ", ".join(f"{k} = {v}" for k, v in pairs if v is not None) + " }"
     if isinstance(value, tuple | list):
-        return "[" + ", ".join(json.dumps(str(v)) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) or '""' for v in value) + "]"
     if isinstance(value, Path | Endpoint | str):
         return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string
     return json.dumps(str(value), ensure_ascii=False)

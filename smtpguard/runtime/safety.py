@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 
 from smtpguard.config import Network, Settings
+from smtpguard.smtp.gateway import secret_problem
 
 _LOOPBACK = {4: ipaddress.ip_network("127.0.0.0/8"), 6: ipaddress.ip_network("::1/128")}
 
@@ -93,4 +94,24 @@ def relay_problems(settings: Settings) -> list[str]:
             f'auth = "{srv.auth}" on {srv.listen} without tls_cert/tls_key would send passwords in clear;'
             " configure TLS or listen on 127.0.0.1"
         )
+    return problems + gateway_problems(settings)
+
+
+def gateway_problems(settings: Settings) -> list[str]:
+    """A gateway open to strangers (same coverage rule as trusted_networks), or one nobody may use."""
+    gw = settings.gateway
+    if not gw.enabled:
+        return []
+    problems = []
+    too_public = _too_public(gw.networks)
+    if too_public:
+        problems.append(
+            f"[gateway] networks {'; '.join(too_public)} would take mail from anyone; list only the"
+            " organisation's mail servers (or use client_cert_names)"
+        )
+    if not gw.networks and not gw.client_cert_names:
+        problems.append("[gateway] has neither networks nor client_cert_names: no server could hand mail over")
+    secret = secret_problem(gw)
+    if secret:
+        problems.append(secret)
     return problems

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import signal
 import ssl
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from smtpguard.runtime.safety import relay_problems
 from smtpguard.runtime.systemd import monotonic_usec, notify, watchdog_interval
 from smtpguard.smtp.audit import AuditWriter
 from smtpguard.smtp.context import RelayContext
+from smtpguard.smtp.gateway import server_tls_context as gateway_tls_context
 from smtpguard.smtp.handler import RelayHandler
 from smtpguard.smtp.session import RelaySession
 from smtpguard.suppression.rules import mismatch
@@ -34,6 +36,11 @@ log = logging.getLogger("smtpguard.server")
 
 STOP_DEADLINE = 30.0  # seconds given to transactions in flight at SIGTERM
 _LISTENER_KEYS = ("listen", "smtps_listen", "tls_cert", "tls_key", "hostname", "timeout", "max_message_size", "auth")
+
+
+def _gateway_listeners(s: Settings) -> tuple[object, ...]:
+    gw = s.gateway
+    return (gw.listen, gw.tls_cert, gw.tls_key, gw.client_ca_file)
 
 
 class RelayRefused(Exception):
@@ -77,9 +84,11 @@ class Relay:
         relay.ctx.audit.start()
         return relay
 
-    def _factory(self, settings: Settings, tls: ssl.SSLContext | None, endpoint: Endpoint, implicit: bool):  # type: ignore[no-untyped-def]
+    def _factory(
+        self, settings: Settings, tls: ssl.SSLContext | None, endpoint: Endpoint, implicit: bool, gateway: bool = False
+    ) -> Callable[[], RelaySession]:
         srv = settings.server
-        loopback = endpoint.is_loopback
+        loopback = endpoint.is_loopback and not gateway  # the gateway never requires STARTTLS: MTAs use "may"
         loop = asyncio.get_running_loop()
 
         def make() -> RelaySession:
@@ -87,6 +96,7 @@ class Relay:
                 self.guard,
                 self.ctx,
                 implicit_tls=implicit,
+                gateway=gateway,
                 loop=loop,
                 hostname=srv.hostname,
                 ident="smtpguard",
@@ -95,7 +105,7 @@ class Relay:
                 timeout=srv.timeout,
                 tls_context=None if implicit else tls,
                 # Off loopback, nothing but EHLO/STARTTLS/QUIT before TLS.
-                require_starttls=tls is not None and not loopback and not implicit,
+                require_starttls=tls is not None and not loopback and not implicit and not gateway,
                 # Passwords in clear only on loopback; implicit TLS is already
                 # encrypted (aiosmtpd does not know it: issue #281).
                 auth_require_tls=not loopback and not implicit,
@@ -107,15 +117,17 @@ class Relay:
     async def _bind(self, settings: Settings) -> tuple[list[asyncio.Server], list[Endpoint]]:
         loop = asyncio.get_running_loop()
         tls = server_tls_context(settings)
-        plan = [(settings.server.listen, False)]
+        plan = [(settings.server.listen, False, False)]
         if settings.server.smtps_listen is not None:
-            plan.append((settings.server.smtps_listen, True))
+            plan.append((settings.server.smtps_listen, True, False))
+        plan += [(e, False, True) for e in settings.gateway.listen]
+        gateway_tls = gateway_tls_context(settings) if settings.gateway.enabled else None
         servers: list[asyncio.Server] = []
         bound: list[Endpoint] = []
         try:
-            for endpoint, implicit in plan:
+            for endpoint, implicit, gateway in plan:
                 srv = await loop.create_server(
-                    self._factory(settings, tls, endpoint, implicit),
+                    self._factory(settings, gateway_tls if gateway else tls, endpoint, implicit, gateway),
                     host=endpoint.host,
                     port=endpoint.port,
                     ssl=tls if implicit else None,
@@ -128,10 +140,11 @@ class Relay:
         except OSError as exc:
             for s in servers:
                 s.close()
-            raise ConfigError(f"[server] cannot listen on {endpoint}: {exc.strerror or exc}") from None
-        for e, (_, implicit) in zip(bound, plan, strict=True):
-            kind = "implicit TLS" if implicit else "SMTP, STARTTLS" if tls else "SMTP"
-            log.info("listening on %s (%s)", e, kind)
+            section = "gateway" if gateway else "server"
+            raise ConfigError(f"[{section}] cannot listen on {endpoint}: {exc.strerror or exc}") from None
+        for e, (_, implicit, gateway) in zip(bound, plan, strict=True):
+            kind = "implicit TLS" if implicit else "SMTP, STARTTLS" if (gateway_tls if gateway else tls) else "SMTP"
+            log.info("listening on %s (%s%s)", e, "gateway, " if gateway else "", kind)
         return servers, bound
 
     async def reload(self, new: Settings) -> None:
@@ -148,6 +161,8 @@ class Relay:
         ):
             log.warning("reload: %s", warning)
         changed_keys = [k for k in _LISTENER_KEYS if getattr(new.server, k) != getattr(old.server, k)]
+        if _gateway_listeners(new) != _gateway_listeners(old):
+            changed_keys.append("[gateway]")
         if changed_keys:
             listeners, endpoints = await self._bind(new)  # raises before we let go of the old ones
             for s in self.listeners:

@@ -32,8 +32,10 @@ class RelayHandler(AuthHooks, RecipientHook, TransactionHooks):
             self.end_transaction(server)
             await self.rset_upstream(server)
         lines = list(responses[:-1])
-        if self.ctx.settings.server.auth == "none":
+        if self.ctx.settings.server.auth == "none" or server.gateway:
             lines = [line for line in lines if not line.startswith("250-AUTH")]
+        if server.gateway:
+            lines.append("250-DSN")  # passed on where the next hop has it (smtp/dsn.py)
         lines += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
         server.ehlo_lines = len(lines)
         return lines

@@ -16,6 +16,7 @@ import aiosmtplib
 from smtpguard import replies
 from smtpguard.smtp import credentials
 from smtpguard.smtp.context import LOST, RelayContext, Transaction
+from smtpguard.smtp.nexthop import connect_first
 from smtpguard.smtp.session import RelaySession
 from smtpguard.smtp.upstream import UpstreamUnavailable, close_quietly, connect, describe
 from smtpguard.suppression.store import Event, utc_now
@@ -121,6 +122,8 @@ class UpstreamLink:
         if up is not None and up.is_connected and server.upstream_key is None:
             return up  # passthrough: the client's own login
         settings = self.ctx.settings
+        if server.gateway:
+            return await self._next_hop_for(server)
         if settings.server.auth == "passthrough":
             server.upstream = None
             await close_quietly(up, quit=False)
@@ -155,4 +158,15 @@ class UpstreamLink:
             await close_quietly(up)
             return refused
         server.upstream, server.upstream_key, server.upstream_reused = up, cred, False
+        return up
+
+    async def _next_hop_for(self, server: RelaySession) -> aiosmtplib.SMTP | str:
+        """Gateway sessions: the first next hop that answers; kept for the client's next messages."""
+        settings = self.ctx.settings
+        try:
+            up = await connect_first(settings.gateway.hops, settings.server.hostname)
+        except UpstreamUnavailable as exc:
+            log.warning("session=%d no next hop: %s", server.sid, exc)
+            return replies.NEXT_HOP_DOWN.say(self.lang)
+        server.upstream, server.upstream_key, server.upstream_reused = up, None, False
         return up

@@ -16,6 +16,7 @@ from aiosmtpd.smtp import Envelope, Session
 
 from smtpguard import replies
 from smtpguard.replies import upstream_error, upstream_reply
+from smtpguard.smtp import dsn
 from smtpguard.smtp.context import LOST
 from smtpguard.smtp.link import UpstreamLink, answers_4xx
 from smtpguard.smtp.session import RelaySession
@@ -74,6 +75,7 @@ class RecipientHook(UpstreamLink):
             txn.events.append(("monitored", hit))
         try:
             encoding = "utf-8" if txn.utf8 or not address.isascii() else "ascii"
+            options = options + dsn.forwardable(server.dsn_rcpt, up)  # gateway only; never an address we use
             r = await up.rcpt(address, options=options, encoding=encoding)
         except aiosmtplib.SMTPResponseException as exc:
             if not 200 <= exc.code < 300:

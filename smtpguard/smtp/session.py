@@ -2,7 +2,8 @@
 
 Every override of aiosmtpd 1.4.6 internals lives here and nowhere else
 (`_getaddr`, `push`, `_timeout_cb`, `data_received`, `connection_made`,
-`connection_lost`, `_call_handler_hook`, `smtp_STARTTLS`, `smtp_DATA`, and a filter on its
+`connection_lost`, `_call_handler_hook`, `smtp_STARTTLS`, `smtp_DATA`, and on the gateway
+listener `smtp_AUTH`, `smtp_MAIL`/`smtp_RCPT` (DSN parameters), and a filter on its
 logger that keeps passwords out); what the relay *decides* lives in
 the handler's modules (auth, transaction, recipient).  See the notes on
 aiosmtpd for the behaviours these work around.
@@ -22,6 +23,7 @@ from aiosmtpd.smtp import SMTP, syntax
 
 from smtpguard import replies
 from smtpguard.replies import with_enhanced_code
+from smtpguard.smtp import dsn
 from smtpguard.smtp.context import RelayContext, Transaction
 from smtpguard.smtp.pool import UpstreamKey
 from smtpguard.smtp.spool import Outcome, Spool, receive
@@ -103,11 +105,16 @@ def guard_mail_log() -> None:
 class RelaySession(SMTP):
     """One client connection: aiosmtpd's protocol with per-connection state and an idle timeout."""
 
-    def __init__(self, handler: RelayHandler, ctx: RelayContext, *, implicit_tls: bool = False, **kw: Any) -> None:
+    def __init__(
+        self, handler: RelayHandler, ctx: RelayContext, *, implicit_tls: bool = False, gateway: bool = False, **kw: Any
+    ) -> None:
         guard_mail_log()
         super().__init__(handler, **kw)
         self.ctx = ctx
         self.implicit_tls = implicit_tls
+        self.gateway = gateway  # the gateway listener: MTAs, no AUTH, DSN (smtp/gateway.py)
+        self.dsn_mail: tuple[str, ...] = ()  # DSN parameters of the MAIL / RCPT line being handled
+        self.dsn_rcpt: tuple[str, ...] = ()
         self.sid = next(_session_ids)
         self.upstream: aiosmtplib.SMTP | None = None
         # Set when `upstream` is the relay's own account (auth local/none), so
@@ -306,6 +313,56 @@ class RelaySession(SMTP):
             # quotes); aiosmtpd would turn it into a different, quoted mailbox.
             return None, None
         return address, rest
+
+    @property
+    def peercert(self) -> dict[str, Any] | None:
+        """The client certificate the STARTTLS handshake verified, if any."""
+        info = self.session.ssl if self.session is not None else None
+        return info.get("peercert") if info else None
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        if self.gateway:  # trust comes from the network or the certificate, never a password
+            await self.push(replies.GATEWAY_NO_AUTH.say(self.lang))
+            return
+        await super().smtp_AUTH(arg)
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        self.dsn_mail = ()
+        if self.gateway:
+            try:
+                arg, self.dsn_mail = self._take_dsn(arg, "FROM:", dsn.MAIL_KEYS)
+            except dsn.DsnError as exc:
+                await self.push(replies.BAD_DSN.say(self.lang, why=str(exc)))
+                return
+        await super().smtp_MAIL(arg)
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        self.dsn_rcpt = ()
+        if self.gateway:
+            try:
+                arg, self.dsn_rcpt = self._take_dsn(arg, "TO:", dsn.RCPT_KEYS)
+            except dsn.DsnError as exc:
+                await self.push(replies.BAD_DSN.say(self.lang, why=str(exc)))
+                return
+        await super().smtp_RCPT(arg)
+
+    def _take_dsn(self, arg: str | None, keyword: str, keys: frozenset[str]) -> tuple[str | None, tuple[str, ...]]:
+        """The line without its DSN parameters (aiosmtpd answers them 555), and those
+        parameters checked (DsnError); a line we cannot split goes on as it came."""
+        if arg is None or self.session is None or not self.session.extended_smtp:
+            return arg, ()
+        rest = self._strip_command_keyword(keyword, arg)
+        if rest is None:
+            return arg, ()
+        address, params = self._getaddr(rest)
+        self._path_refusal = ""  # aiosmtpd parses the path again and sets it afresh
+        if not address or not params or not rest.endswith(params):
+            return arg, ()
+        others, taken = dsn.take(params, keys)
+        return f"{keyword}{rest[: len(rest) - len(params)].rstrip()} {others}".rstrip(), taken
 
     def set_data_deadline(self, seconds: float | None) -> None:
         """While the upstream takes the message, the client waits: give it time."""

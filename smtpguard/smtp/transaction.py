@@ -16,7 +16,7 @@ from aiosmtpd.smtp import Envelope, Session
 
 from smtpguard import replies
 from smtpguard.replies import upstream_error, upstream_reply
-from smtpguard.smtp import credentials
+from smtpguard.smtp import credentials, dsn, gateway
 from smtpguard.smtp.context import LOST, Transaction
 from smtpguard.smtp.link import UpstreamLink, answers_4xx
 from smtpguard.smtp.message import header_value, remove_recipients
@@ -41,7 +41,10 @@ class TransactionHooks(UpstreamLink):
         # trusted_networks stand in for AUTH only with auth = "none": with
         # "local" the relay would otherwise send under its own upstream
         # account for anyone on the machine or LAN. Judged on the settings of now.
-        if not (session.authenticated or (settings.server.auth == "none" and server.trusted)):
+        if server.gateway:
+            if not gateway.trusted(server, settings.gateway):
+                return replies.GATEWAY_REFUSED.say(lang, address=server.client_ip)
+        elif not (session.authenticated or (settings.server.auth == "none" and server.trusted)):
             return replies.AUTH_NEEDED.say(lang)
         if server.txn is not None:
             # A transaction aiosmtpd ended without our DATA hook (oversize
@@ -67,6 +70,7 @@ class TransactionHooks(UpstreamLink):
             ]
             if utf8:
                 forwarded.append("SMTPUTF8")
+            forwarded += dsn.forwardable(server.dsn_mail, up)
             try:
                 r = await up.mail(sender, options=forwarded, encoding="utf-8" if utf8 else "ascii")
             except ValueError:
@@ -115,15 +119,18 @@ class TransactionHooks(UpstreamLink):
             await self.rset_upstream(server)
             self.finish(server, txn, "refused", size, message_id)
             return replies.all_stripped(txn.held, lang)
-        if txn.held and settings.policy.rewrite_headers:
-            if spool.head_truncated:
-                # The recipient fields may lie past what is kept in memory.
-                await self.rset_upstream(server)
-                self.finish(server, txn, "header too long", size, message_id)
-                return replies.HEADER_TOO_BIG.say(lang)
+        rewrite = bool(txn.held) and settings.policy.rewrite_headers
+        if spool.head_truncated and (rewrite or server.gateway):
+            # Recipient fields, or a forged loop header, may lie past what is kept in memory.
+            await self.rset_upstream(server)
+            self.finish(server, txn, "header too long", size, message_id)
+            return replies.HEADER_TOO_BIG.say(lang)
+        if rewrite:
             rules = await self.ctx.store.rules()  # "the same person" as the list sees it
             held_keys = {address_key(s.address, rules, strict=False) for s in txn.held}
             head = remove_recipients(head, lambda a: address_key(a, rules, strict=False) in held_keys)
+        if server.gateway:  # never trust an incoming loop header; ours marks mail as checked
+            head = gateway.stamp_message(head, settings.gateway, txn.sender, txn.relayed, message_id)
         # The timeout covers upload and reply: scale it with size.
         timeout = settings.upstream.timeout + size / 20_000
         server.in_data = True

@@ -62,7 +62,7 @@ class MaildirMessage(Delivery):
     def read(cls, path: Path) -> MaildirMessage:
         raw = path.read_bytes()
         msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-        sender = (msg.get("Return-Path") or "").strip().strip("<>")
+        sender = str(msg.get("Return-Path") or "").strip().strip("<>")  # str(): a Header when not ASCII
         return cls(path, sender, tuple(str(v).strip() for v in msg.get_all("Delivered-To", [])), raw)
 
     @property
@@ -109,7 +109,8 @@ class MaildirMessage(Delivery):
                         final_recipient=flat(block.get("Final-Recipient", "")).split(";", 1)[-1].strip(),
                         action=flat(block.get("Action", "")),
                         status=flat(block.get("Status", "")),
-                        diagnostic=flat(block.get("Diagnostic-Code", "")),
+                        # str(): compat32 gives a Header object for a non-ASCII (e.g. French) reason
+                        diagnostic=flat(str(block.get("Diagnostic-Code", ""))),
                     )
                 )
         return found
