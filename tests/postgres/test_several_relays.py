@@ -1,0 +1,117 @@
+"""Several relays on one PostgreSQL database, and a database that goes away and comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import pytest
+
+from smtpguard.suppression.addresses import MatchRules, parse_entry
+from smtpguard.suppression.store import EntryRow, Event, StoreError
+from smtpguard.suppression.store.postgres import PostgresStore, describe_server
+
+from .cluster import Cluster, free_port
+
+
+def row(text: str) -> EntryRow:
+    e = parse_entry(text)
+    return EntryRow(e.key, e.kind, e.original, "manual", "unsubscribed", "2024-01-01T00:00:00+00:00", None)
+
+
+def event(recipient: str) -> Event:
+    return Event("2024-03-01T10:00:00+00:00", "rejected", "s@corp.example", recipient, recipient, "manual", "", "", "")
+
+
+async def open_relay(dsn: str, name: str) -> PostgresStore:
+    store = await PostgresStore.open(dsn, relay=name)
+    await store.ensure_rules(MatchRules())
+    return store
+
+
+async def test_an_entry_added_through_one_relay_is_matched_by_the_other_at_once(pg_dsn: str) -> None:
+    a = await open_relay(pg_dsn, "relay-a")
+    b = await open_relay(pg_dsn, "relay-b")
+    try:
+        assert await b.match(["jane@example.com"]) is None  # b's pool has a warm connection
+        await a.add_entries([row("jane@example.com")])
+        found = await b.match(["jane@example.com"])
+        assert found is not None and found.source == "manual"
+        assert await b.remove(["jane@example.com"]) == ["jane@example.com"]
+        assert await a.match(["jane@example.com"]) is None
+        # one audit log, each event with the relay that wrote it
+        await a.record_events([event("x@example.com")])
+        await b.record_events([event("y@example.com")])
+        assert [e.recipient for e in await a.events()] == ["x@example.com", "y@example.com"]
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            assert [tuple(r) for r in await conn.fetch("SELECT recipient, relay FROM events ORDER BY id")] == [
+                ("x@example.com", "relay-a"),
+                ("y@example.com", "relay-b"),
+            ]
+        finally:
+            await conn.close()
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_two_relays_opening_a_fresh_database_at_once(pg_dsn: str) -> None:
+    stores = await asyncio.gather(*(open_relay(pg_dsn, f"r{i}") for i in range(4)))
+    try:
+        await stores[0].add_entries([row("jane@example.com")])
+        assert all([await s.match(["jane@example.com"]) is not None for s in stores])
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_an_outage_raises_store_error_quickly_and_the_store_recovers(pg_cluster: Cluster, pg_dsn: str) -> None:
+    store = await open_relay(pg_dsn, "relay-a")
+    try:
+        await store.add_entries([row("jane@example.com")])
+        assert await store.match(["jane@example.com"]) is not None
+        pg_cluster.stop()
+        try:
+            for _ in range(3):  # the dropped connection, then refused reconnections
+                start = time.monotonic()
+                with pytest.raises(StoreError, match=r"store postgresql://127\.0\.0\.1:\d+/t\d+: "):
+                    await store.match(["jane@example.com"])
+                assert time.monotonic() - start < 2.0
+            with pytest.raises(StoreError):
+                await store.add_entries([row("bob@example.com")])
+        finally:
+            pg_cluster.start()
+        # back without reopening the store
+        found = await store.match(["jane@example.com"])
+        assert found is not None and found.original == "jane@example.com"
+        assert (await store.add_entries([row("bob@example.com")])).added == 1
+    finally:
+        await store.close()
+
+
+async def test_an_unreachable_server_is_named_without_the_password() -> None:
+    dsn = f"postgresql://smtpguard:s3cret-pw@127.0.0.1:{free_port()}/lists"
+    start = time.monotonic()
+    with pytest.raises(StoreError) as info:
+        await PostgresStore.open(dsn, connect_timeout=1.0)
+    assert time.monotonic() - start < 2.0
+    message = str(info.value)
+    assert message.startswith("store postgresql://127.0.0.1:") and "/lists: " in message
+    assert "s3cret-pw" not in message
+
+
+def test_describe_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("PGHOST", "PGPORT", "PGDATABASE"):
+        monkeypatch.delenv(name, raising=False)
+    assert describe_server("postgresql://u:pw@db1.example:5433/lists?sslmode=verify-full") == (
+        "postgresql://db1.example:5433/lists"
+    )
+    assert describe_server("postgresql://db1.example/lists") == "postgresql://db1.example:5432/lists"
+    assert describe_server("postgresql://u:pw@a:5432,b:5432/lists") == "postgresql://a:5432,b:5432/lists"
+    monkeypatch.setenv("PGHOST", "db2.example")
+    monkeypatch.setenv("PGPORT", "6432")
+    monkeypatch.setenv("PGDATABASE", "smtpguard")
+    assert describe_server(None) == "postgresql://db2.example:6432/smtpguard"
+    assert describe_server("postgresql:///other") == "postgresql://db2.example:6432/other"
