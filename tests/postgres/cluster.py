@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 
 SUPERUSER = "smtpguard"
+# An account that must give its password (scram) over TCP: the password file and PGPASSWORD tests.
+PASSWORD_USER = "smtpguard_pw"
 
 
 def find_bin_dir() -> Path | None:
@@ -68,17 +70,19 @@ class Cluster:
         if done.returncode != 0:
             raise RuntimeError(f"{tool} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
 
-    def init(self) -> None:
+    def init(self, *, durable: bool = False) -> None:
+        """`durable=False`: no fsync (tests); True: PostgreSQL's defaults (benchmarks)."""
         self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C")
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(f"host all {PASSWORD_USER} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
         settings = {
             "listen_addresses": "'127.0.0.1'",
             "port": str(self.port),
             "unix_socket_directories": f"'{self.root}'",
-            "fsync": "off",  # test speed: nothing here must survive a power cut
-            "synchronous_commit": "off",
-            "full_page_writes": "off",
             "max_connections": "100",
         }
+        if not durable:  # test speed: nothing here must survive a power cut
+            settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write("".join(f"{name} = {value}\n" for name, value in settings.items()))
 

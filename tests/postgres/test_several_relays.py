@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -12,7 +13,7 @@ from smtpguard.suppression.addresses import MatchRules, parse_entry
 from smtpguard.suppression.store import EntryRow, Event, StoreError
 from smtpguard.suppression.store.postgres import PostgresStore, describe_server
 
-from .cluster import Cluster, free_port
+from .cluster import PASSWORD_USER, SUPERUSER, Cluster, free_port
 
 
 def row(text: str) -> EntryRow:
@@ -24,7 +25,7 @@ def event(recipient: str) -> Event:
     return Event("2024-03-01T10:00:00+00:00", "rejected", "s@corp.example", recipient, recipient, "manual", "", "", "")
 
 
-async def open_relay(dsn: str, name: str) -> PostgresStore:
+async def open_relay(dsn: str | None, name: str) -> PostgresStore:
     store = await PostgresStore.open(dsn, relay=name)
     await store.ensure_rules(MatchRules())
     return store
@@ -115,3 +116,62 @@ def test_describe_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGDATABASE", "smtpguard")
     assert describe_server(None) == "postgresql://db2.example:6432/smtpguard"
     assert describe_server("postgresql:///other") == "postgresql://db2.example:6432/other"
+
+
+# --- connection settings the way PostgreSQL users give them -------------------------------------
+
+
+async def test_libpq_environment_variables_and_sslmode(
+    pg_cluster: Cluster, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = pg_dsn.rsplit("/", 1)[1]
+    monkeypatch.setenv("PGHOST", "127.0.0.1")
+    monkeypatch.setenv("PGPORT", str(pg_cluster.port))
+    monkeypatch.setenv("PGUSER", SUPERUSER)
+    monkeypatch.setenv("PGDATABASE", database)
+    store = await open_relay(None, "env")  # everything from the environment
+    try:
+        await store.add_entries([row("jane@example.com")])
+    finally:
+        await store.close()
+    store = await open_relay("postgresql://?sslmode=prefer", "env")
+    try:
+        assert await store.match(["jane@example.com"]) is not None
+    finally:
+        await store.close()
+    # the test cluster has no TLS: sslmode=require must refuse to go on in clear
+    with pytest.raises(StoreError, match=f"store postgresql://127.0.0.1:{pg_cluster.port}/{database}: "):
+        await PostgresStore.open("postgresql://?sslmode=require")
+
+
+async def test_a_password_file_and_a_wrong_password(
+    pg_cluster: Cluster, pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = pg_dsn.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        await admin.execute(
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{PASSWORD_USER}')"
+            f" THEN CREATE ROLE {PASSWORD_USER} LOGIN; END IF; END $$"
+        )
+        await admin.execute(f"ALTER ROLE {PASSWORD_USER} PASSWORD 'right-pw'")
+        await admin.execute(f"ALTER DATABASE {database} OWNER TO {PASSWORD_USER}")
+        await admin.execute(f"ALTER SCHEMA public OWNER TO {PASSWORD_USER}")
+    finally:
+        await admin.close()
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"127.0.0.1:{pg_cluster.port}:{database}:{PASSWORD_USER}:right-pw\n")
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    dsn = f"postgresql://{PASSWORD_USER}@127.0.0.1:{pg_cluster.port}/{database}"
+    store = await open_relay(dsn, "passfile")
+    try:
+        await store.add_entries([row("jane@example.com")])
+        assert await store.match(["jane@example.com"]) is not None
+    finally:
+        await store.close()
+    monkeypatch.delenv("PGPASSFILE")
+    wrong = f"postgresql://{PASSWORD_USER}:wrong-pw@127.0.0.1:{pg_cluster.port}/{database}"
+    with pytest.raises(StoreError, match="password authentication failed") as info:
+        await PostgresStore.open(wrong)
+    assert "wrong-pw" not in str(info.value)
