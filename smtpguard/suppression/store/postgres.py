@@ -103,7 +103,9 @@ class PostgresStore:
         server = describe_server(dsn)
         secrets = [urlsplit(dsn or "").password or "", os.environ.get("PGPASSWORD", "")]
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=connect_timeout)
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, timeout=connect_timeout, reset=_keep_session
+            )
         except (*_DB_ERRORS, ValueError) as exc:
             raise _describe(server, secrets, exc) from None
         store = cls(pool, server, secrets, relay or socket.gethostname(), lookup_timeout)
@@ -360,6 +362,15 @@ class PostgresStore:
         async with self._connection() as conn:
             rows = await conn.fetch('SELECT name, created FROM users ORDER BY name COLLATE "C"')
         return [(str(r[0]), str(r[1])) for r in rows]
+
+
+async def _keep_session(conn: Any) -> None:
+    """Pool release without asyncpg's RESET ALL/UNLISTEN query: a second round trip per lookup.
+
+    Safe because this store never changes session state (no SET, LISTEN or
+    session advisory locks; its temporary table is ON COMMIT DROP). asyncpg
+    still rolls back a transaction left open before calling this.
+    """
 
 
 def _describe(server: str, secrets: Sequence[str], exc: BaseException) -> StoreError:
