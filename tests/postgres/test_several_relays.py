@@ -175,3 +175,26 @@ async def test_a_password_file_and_a_wrong_password(
     with pytest.raises(StoreError, match="password authentication failed") as info:
         await PostgresStore.open(wrong)
     assert "wrong-pw" not in str(info.value)
+
+
+async def test_a_server_that_stops_answering_gives_store_error_within_the_lookup_timeout(
+    pg_cluster: Cluster, pg_dsn: str
+) -> None:
+    store = await open_relay(pg_dsn, "relay-a")
+    try:
+        await store.add_entries([row("jane@example.com")])
+        assert await store.match(["jane@example.com"]) is not None
+        pg_cluster.freeze()
+        try:
+            for _ in range(2):  # the hung connection, then a new one that gets no answer either
+                start = time.monotonic()
+                with pytest.raises(StoreError, match="no answer in time"):
+                    # wait_for: a hang must fail this test, not stall the suite
+                    await asyncio.wait_for(store.match(["jane@example.com"]), 5)
+                assert time.monotonic() - start < 2.0
+        finally:
+            pg_cluster.thaw()
+        found = await store.match(["jane@example.com"])
+        assert found is not None and found.original == "jane@example.com"
+    finally:
+        await store.close()

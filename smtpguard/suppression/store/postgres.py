@@ -263,8 +263,16 @@ class PostgresStore:
         return most_specific((StoredEntry(*r) for r in found), keys, today or utc_today())
 
     async def _lookup(self, keys: Sequence[str]) -> list[Any]:
-        async with self._pool.acquire() as conn:
+        conn = await self._pool.acquire()
+        try:
             return list(await conn.fetch(_MATCH_SQL, list(keys)))
+        except BaseException:
+            # Cut short (timeout, server gone): drop the connection at once. Handing it back
+            # would wait for the server to confirm the cancel, forever if it no longer answers.
+            conn.terminate()
+            raise
+        finally:
+            await self._pool.release(conn)
 
     async def entries(self, source: str | None = None, search: str | None = None) -> AsyncIterator[StoredEntry]:
         where: list[str] = []
@@ -374,7 +382,7 @@ async def _keep_session(conn: Any) -> None:
 
 
 def _describe(server: str, secrets: Sequence[str], exc: BaseException) -> StoreError:
-    text = str(exc) or type(exc).__name__
+    text = str(exc) or ("no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__)
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
