@@ -7,6 +7,7 @@ Every error names the key and the expected form, e.g.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -93,6 +94,7 @@ class StoreSettings:
 class WatchSettings:
     folder: Path | None = None
     interval: float = 2.0  # seconds between scans; a file must be unchanged for one
+    import_memory_mb: int = 1024  # memory a dropped file may take to read (an XLSX bomb cannot take more)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +176,8 @@ def _hostname(value: str) -> str:
 
 
 def _positive(value: float) -> float:
-    if value <= 0:
-        raise ValueError("a number of seconds above 0")
+    if not math.isfinite(value) or value <= 0:  # nan and inf would make the watcher never scan
+        raise ValueError("a finite number of seconds above 0")
     return float(value)
 
 
@@ -212,7 +214,11 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], _Parser]]] = {
     },
     "store": {"path": (str, lambda s: Path(s).expanduser())},
     "matching": {"ignore_subaddress": (bool, None), "gmail_dots": (bool, None)},
-    "watch": {"folder": (str, _optional_path), "interval": ((int, float), _positive)},
+    "watch": {
+        "folder": (str, _optional_path),
+        "interval": ((int, float), _positive),
+        "import_memory_mb": (int, _int_range(64, 1_048_576)),
+    },
 }
 
 
@@ -295,6 +301,11 @@ def load(config: Path | None = None, db: Path | None = None) -> Settings:
             raise ConfigError(f"config {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config {path}: not valid TOML ({exc})") from None
+        except UnicodeDecodeError as exc:
+            line = bytes(exc.object[: exc.start]).count(b"\n") + 1  # tomllib decodes the whole file at once
+            raise ConfigError(
+                f"config {path}: not UTF-8 (byte 0x{exc.object[exc.start]:02x} on line {line}); save the file as UTF-8"
+            ) from None
         settings = from_mapping(data, path)
     db_path = db or (Path(os.environ["SMTPGUARD_DB"]) if os.environ.get("SMTPGUARD_DB") else None)
     if db_path is not None:

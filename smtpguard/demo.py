@@ -80,7 +80,7 @@ def demo_settings(folder: Path, port: int, upstream_port: int) -> Settings:
 async def import_list(db: Path, path: Path, rules: MatchRules) -> tuple[int, int]:
     store = await open_store(db, rules)
     try:
-        done = await import_file(store, path, rules=rules, source=DEMO_SOURCE)
+        done = await import_file(store, path, source=DEMO_SOURCE)
     finally:
         await store.close()
     return done.stats.rows, done.result.added

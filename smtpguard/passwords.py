@@ -7,6 +7,7 @@ later without breaking stored hashes.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -24,8 +25,11 @@ def hash_password(password: str) -> str:
     return f"scrypt${_N}${_R}${_P}${_b64(salt)}${_b64(digest)}"
 
 
-# Checked against when the user does not exist, so both cost the same.
-UNKNOWN_USER_HASH = hash_password("no such user: this hash is only ever compared, never matched")
+@functools.cache
+def unknown_user_hash() -> str:
+    """Checked against when the user does not exist, so both cost the same
+    (made on first use, not at import: scrypt takes ~50 ms)."""
+    return hash_password("no such user: this hash is only ever compared, never matched")
 
 
 def verify_password(password: str | bytes, stored: str) -> bool:

@@ -1,20 +1,215 @@
-"""Every reply text a salesperson may read.
+"""Every reply text a mail client may read, with named codes, in English and French.
 
 Thunderbird and Outlook show the server's words verbatim in their error
 dialog, so each refusal says in plain words which address, why, since when,
-from which source, and what to do.
+from which source, and what to do.  The upstream's own replies are passed on
+as they are, only reframed (`upstream_reply`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
 
-from smtpguard.suppression.store import StoredEntry
+import aiosmtplib
+
+from smtpguard.suppression.store import EntryRow
 from smtpguard.suppression.verdict import Suppressed
 
 
-def _date(entry: StoredEntry) -> str:
+class Code(IntEnum):
+    """The SMTP reply codes the relay itself answers with (RFC 5321 4.2.3)."""
+
+    CLOSING = 221
+    AUTH_OK = 235
+    OK = 250
+    SHUTTING_DOWN = 421
+    LOCAL_ERROR = 451
+    INSUFFICIENT_STORAGE = 452
+    TEMP_AUTH_FAILURE = 454
+    SYNTAX_ERROR = 501
+    BAD_SEQUENCE = 503
+    AUTH_REQUIRED = 530
+    AUTH_FAILED = 535
+    REFUSED = 550
+    TOO_BIG = 552
+    MAILBOX_NAME_INVALID = 553
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A fixed reply: code, RFC 3463 enhanced code, and the words in each language."""
+
+    code: Code
+    enhanced: str
+    en: str
+    fr: str
+
+    def say(self, lang: str, **values: str) -> str:
+        """The reply line in `lang` (English for any other), `{placeholders}` filled."""
+        words = self.fr if lang == "fr" else self.en
+        return f"{int(self.code)} {self.enhanced} {words.format(**values)}"
+
+
+STORE_DOWN = Reply(
+    Code.LOCAL_ERROR,
+    "4.3.0",
+    "The do-not-contact list cannot be read right now, so nothing was sent. "
+    "Try again in a few minutes; tell IT if it keeps happening.",
+    "La liste d'exclusion est illisible pour l'instant, rien n'a été envoyé. "
+    "Réessayez dans quelques minutes ; prévenez l'informatique si cela dure.",
+)
+UPSTREAM_DOWN = Reply(
+    Code.LOCAL_ERROR,
+    "4.4.1",
+    "The outgoing mail server cannot be reached right now; nothing was sent. Try again in a few minutes.",
+    "Le serveur d'envoi est injoignable pour l'instant ; rien n'a été envoyé. Réessayez dans quelques minutes.",
+)
+UPSTREAM_LOST = Reply(
+    Code.LOCAL_ERROR,
+    "4.4.2",
+    "The connection to the outgoing mail server was lost before it confirmed the message; send it again.",
+    "La connexion au serveur d'envoi a été perdue avant qu'il confirme le message ; renvoyez-le.",
+)
+ROUTING = Reply(
+    Code.MAILBOX_NAME_INVALID,
+    "5.7.1",
+    "Not sent to {address}: {why}. Use a plain address like name@example.com.",
+    "Pas d'envoi à {address} : {why}. Utilisez une adresse simple comme nom@exemple.fr.",
+)
+ENCODED_WORD = Reply(
+    Code.MAILBOX_NAME_INVALID,
+    "5.1.3",
+    "Not sent to {address}: an address cannot contain encoded text (=?...?=). "
+    "Type the plain address, like name@example.com.",
+    "Pas d'envoi à {address} : une adresse ne peut pas contenir de texte encodé (=?...?=). "
+    "Tapez l'adresse simple, comme nom@exemple.fr.",
+)
+BAD_ADDRESS = Reply(
+    Code.SYNTAX_ERROR,
+    "5.1.3",
+    "{address} is not a valid email address ({why}).",
+    "{address} n'est pas une adresse e-mail valide ({why}).",
+)
+AUTH_NEEDED = Reply(
+    Code.AUTH_REQUIRED,
+    "5.7.0",
+    "Log in first: set your outgoing (SMTP) server to require authentication "
+    "with your usual email username and password.",
+    "Identifiez-vous d'abord : le serveur sortant (SMTP) doit utiliser "
+    "l'authentification avec votre identifiant et mot de passe habituels.",
+)
+TOO_MANY = Reply(
+    Code.INSUFFICIENT_STORAGE,
+    "4.5.3",
+    "Too many recipients in one message; send the rest in another message.",
+    "Trop de destinataires dans un même message ; envoyez les autres dans un second message.",
+)
+AUTH_UNAVAILABLE = Reply(
+    Code.TEMP_AUTH_FAILURE,
+    "4.7.0",
+    "Cannot check your password right now (the outgoing mail server did not answer); try again in a few minutes.",
+    "Impossible de vérifier votre mot de passe pour l'instant (le serveur d'envoi ne répond pas) ; "
+    "réessayez dans quelques minutes.",
+)
+AUTH_FAILED = Reply(
+    Code.AUTH_FAILED,
+    "5.7.8",
+    "Username or password not accepted.",
+    "Identifiant ou mot de passe refusé.",
+)
+AUTH_THROTTLED = Reply(
+    Code.TEMP_AUTH_FAILURE,
+    "4.7.0",
+    "Too many wrong passwords from your computer; wait a few minutes, then try again.",
+    "Trop de mots de passe erronés depuis votre ordinateur ; attendez quelques minutes puis réessayez.",
+)
+AUTH_NOT_OFFERED = Reply(
+    Code.BAD_SEQUENCE,
+    "5.5.1",
+    "Authentication is not offered here.",
+    "L'authentification n'est pas proposée ici.",
+)
+AUTH_BAD_BASE64 = Reply(
+    Code.SYNTAX_ERROR,
+    "5.5.2",
+    "Can't decode base64.",
+    "Décodage base64 impossible.",
+)
+AUTH_MALFORMED = Reply(
+    Code.SYNTAX_ERROR,
+    "5.5.2",
+    "Malformed AUTH PLAIN data.",
+    "Données AUTH PLAIN mal formées.",
+)
+AUTH_NOT_UTF8 = Reply(
+    Code.SYNTAX_ERROR,
+    "5.5.2",
+    "Username or password is not UTF-8.",
+    "L'identifiant ou le mot de passe n'est pas en UTF-8.",
+)
+INTERNAL = Reply(
+    Code.LOCAL_ERROR,
+    "4.3.0",
+    "Something went wrong in the relay; nothing was sent. Try again.",
+    "Erreur interne du relais ; rien n'a été envoyé. Réessayez.",
+)
+BAD_SENDER = Reply(
+    Code.SYNTAX_ERROR,
+    "5.1.7",
+    "{address} is not a valid sender address; check the From address of your mail account.",
+    "{address} n'est pas une adresse d'expéditeur valide ; vérifiez l'adresse d'envoi de votre compte.",
+)
+TOO_BIG = Reply(
+    Code.TOO_BIG,
+    "5.3.4",
+    "The message is too big (the limit is {limit}); nothing was sent. "
+    "Make the attachments smaller or share them as a link.",
+    "Message trop volumineux (limite : {limit}) ; rien n'a été envoyé. "
+    "Réduisez les pièces jointes ou partagez-les par un lien.",
+)
+IDLE = Reply(
+    Code.SHUTTING_DOWN,
+    "4.4.2",
+    "Closing the connection: nothing was received for too long.",
+    "Connexion fermée : rien n'a été reçu depuis trop longtemps.",
+)
+SESSION_TOO_LONG = Reply(
+    Code.SHUTTING_DOWN,
+    "4.4.2",
+    "Session too long, please reconnect",
+    "Session trop longue, reconnectez-vous",
+)
+RELOGIN = Reply(
+    Code.SHUTTING_DOWN,
+    "4.4.2",
+    "The connection to the outgoing mail server was lost; nothing was sent. "
+    "Send the message again (your mail program will log in again).",
+    "La connexion au serveur d'envoi a été perdue ; rien n'a été envoyé. "
+    "Renvoyez le message (votre logiciel de messagerie se reconnectera).",
+)
+NO_UTF8_UPSTREAM = Reply(
+    Code.MAILBOX_NAME_INVALID,
+    "5.6.7",
+    "The outgoing mail server does not accept non-ASCII addresses",
+    "Le serveur d'envoi n'accepte pas les adresses avec accents ou caractères non latins",
+)
+MAIL_FIRST = Reply(Code.BAD_SEQUENCE, "5.5.1", "Send MAIL first", "Envoyez d'abord MAIL")
+RECIPIENT_OK = Reply(Code.OK, "2.1.5", "Recipient OK", "Destinataire accepté")
+RESET_OK = Reply(Code.OK, "2.0.0", "OK", "OK")
+BYE = Reply(Code.CLOSING, "2.0.0", "Bye", "Au revoir")
+
+
+def size_text(limit: int) -> str:
+    """A byte limit as a person reads it: `500 KB`, `10 MB`, `1.5 MB`."""
+    if limit < 1_000_000:
+        return f"{max(limit, 1) / 1000:.3g} KB"
+    return f"{limit / 1_000_000:.3g} MB"
+
+
+def _date(entry: EntryRow) -> str:
     return entry.added[:10]
 
 
@@ -71,7 +266,7 @@ def all_stripped(suppressed: Sequence[Suppressed], lang: str) -> str:
 
 def _listing(head: str, suppressed: Sequence[Suppressed], lang: str, tail: Sequence[str] = ()) -> str:
     lines = [head, *(f"{s.address}: {_why(s, lang)}" for s in suppressed), *tail]
-    return multiline(550, "5.7.1", lines)
+    return multiline(int(Code.REFUSED), "5.7.1", lines)
 
 
 _HAS_ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?: |$)")
@@ -102,57 +297,16 @@ def multiline(code: int, enhanced: str, lines: Sequence[str]) -> str:
     return "\r\n".join(out)
 
 
-# Fixed replies, worded for a person reading an error dialog.
-TEXTS: dict[str, dict[str, str]] = {
-    "en": {
-        "store_down": "451 4.3.0 The do-not-contact list cannot be read right now, so nothing was sent. "
-        "Try again in a few minutes; tell IT if it keeps happening.",
-        "upstream_down": "451 4.4.1 The outgoing mail server cannot be reached right now; nothing was sent. "
-        "Try again in a few minutes.",
-        "upstream_lost": "451 4.4.2 The connection to the outgoing mail server was lost before it "
-        "confirmed the message; send it again.",
-        "routing": "553 5.7.1 Not sent to {address}: {why}. Use a plain address like name@example.com.",
-        "bad_address": "501 5.1.3 {address} is not a valid email address ({why}).",
-        "auth_needed": "530 5.7.0 Log in first: set your outgoing (SMTP) server to require "
-        "authentication with your usual email username and password.",
-        "too_many": "452 4.5.3 Too many recipients in one message; send the rest in another message.",
-        "auth_unavailable": "454 4.7.0 Cannot check your password right now (the outgoing mail server "
-        "did not answer); try again in a few minutes.",
-        "auth_failed": "535 5.7.8 Username or password not accepted.",
-        "internal": "451 4.3.0 Something went wrong in the relay; nothing was sent. Try again.",
-        "bad_sender": "501 5.1.7 {address} is not a valid sender address; check the From address of your mail account.",
-        "too_big": "552 5.3.4 The message is too big (the limit is {limit} MB); nothing was sent. "
-        "Make the attachments smaller or share them as a link.",
-        "idle": "421 4.4.2 Closing the connection: nothing was received for too long.",
-        "relogin": "421 4.4.2 The connection to the outgoing mail server was lost; nothing was sent. "
-        "Send the message again (your mail program will log in again).",
-    },
-    "fr": {
-        "store_down": "451 4.3.0 La liste d'exclusion est illisible pour l'instant, rien n'a été envoyé. "
-        "Réessayez dans quelques minutes ; prévenez l'informatique si cela dure.",
-        "upstream_down": "451 4.4.1 Le serveur d'envoi est injoignable pour l'instant ; rien n'a été envoyé. "
-        "Réessayez dans quelques minutes.",
-        "upstream_lost": "451 4.4.2 La connexion au serveur d'envoi a été perdue avant qu'il confirme "
-        "le message ; renvoyez-le.",
-        "routing": "553 5.7.1 Pas d'envoi à {address} : {why}. Utilisez une adresse simple comme nom@exemple.fr.",
-        "bad_address": "501 5.1.3 {address} n'est pas une adresse e-mail valide ({why}).",
-        "auth_needed": "530 5.7.0 Identifiez-vous d'abord : le serveur sortant (SMTP) doit utiliser "
-        "l'authentification avec votre identifiant et mot de passe habituels.",
-        "too_many": "452 4.5.3 Trop de destinataires dans un même message ; envoyez les autres dans un second message.",
-        "auth_unavailable": "454 4.7.0 Impossible de vérifier votre mot de passe pour l'instant (le serveur "
-        "d'envoi ne répond pas) ; réessayez dans quelques minutes.",
-        "auth_failed": "535 5.7.8 Identifiant ou mot de passe refusé.",
-        "internal": "451 4.3.0 Erreur interne du relais ; rien n'a été envoyé. Réessayez.",
-        "bad_sender": "501 5.1.7 {address} n'est pas une adresse d'expéditeur valide ; vérifiez "
-        "l'adresse d'envoi de votre compte.",
-        "too_big": "552 5.3.4 Message trop volumineux (limite : {limit} Mo) ; rien n'a été envoyé. "
-        "Réduisez les pièces jointes ou partagez-les par un lien.",
-        "idle": "421 4.4.2 Connexion fermée : rien n'a été reçu depuis trop longtemps.",
-        "relogin": "421 4.4.2 La connexion au serveur d'envoi a été perdue ; rien n'a été envoyé. "
-        "Renvoyez le message (votre logiciel de messagerie se reconnectera).",
-    },
-}
+def upstream_reply(code: int, message: str) -> str:
+    """The upstream's reply, reframed for our client (multi-line kept, no bare CR/LF)."""
+    if not 200 <= code <= 599:
+        code = int(Code.LOCAL_ERROR)
+    lines = [line.strip("\r") for line in message.split("\n")] or [""]
+    out = [f"{code}-{line}" for line in lines[:-1]]
+    out.append(f"{code} {lines[-1]}")
+    return "\r\n".join(out)
 
 
-def text(lang: str, name: str, **values: str) -> str:
-    return TEXTS.get(lang, TEXTS["en"])[name].format(**values)
+def upstream_error(exc: aiosmtplib.SMTPResponseException) -> str:
+    """The upstream's refusal, as `upstream_reply` frames it."""
+    return upstream_reply(exc.code, exc.message)

@@ -13,13 +13,14 @@ import base64
 import contextlib
 import smtplib
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosmtplib
 
+from smtpguard.passwords import hash_password
 from smtpguard.runtime.server import Relay
 from smtpguard.suppression.addresses import MatchRules
 from smtpguard.suppression.store import Event, open_store
@@ -176,6 +177,35 @@ async def mail_reply(relay: Relay) -> tuple[int, bytes]:
         s = blocking_client(port_of(relay))
         try:
             return s.mail(SENDER)
+        finally:
+            s.quit()
+
+    return await in_thread(session)
+
+
+async def local_relay(make_relay: Callable[..., Awaitable[Relay]], tmp_path: Path) -> Relay:
+    """A relay with `auth = "local"` (account bob.sales / hunter2) sending as the upstream's `relay` account."""
+    store = await open_store(tmp_path / "list.db", MatchRules())
+    try:
+        await store.set_user("bob.sales", hash_password("hunter2"))
+    finally:
+        await store.close()
+    pw = tmp_path / "upstream.pw"
+    pw.write_text("relaypw\n")
+    return await make_relay(server={"auth": "local"}, upstream={"username": "relay", "password_file": pw})
+
+
+async def smtplib_data(relay: Relay, rcpts: list[str], content: bytes) -> tuple[int, bytes]:
+    """Log in as alice with smtplib, have every recipient accepted, send; the DATA reply."""
+
+    def session() -> tuple[int, bytes]:
+        s = blocking_client(port_of(relay))
+        try:
+            s.login("alice", "s3cret")
+            s.mail(SENDER)
+            for rcpt in rcpts:
+                assert s.rcpt(rcpt)[0] == 250
+            return s.data(content)
         finally:
             s.quit()
 

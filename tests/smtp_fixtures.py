@@ -45,6 +45,8 @@ class Upstream:
     data_reply: str | None = None  # e.g. "554 5.7.1 Spam"
     data_delay: float = 0.0
     hangup_at_mail: int = 0  # hang up, without a reply, on the next N MAIL commands
+    hangup_at_rcpt: set[str] = field(default_factory=set)  # hang up, without a reply, at RCPT to these
+    refuse_rset: str | None = None  # e.g. "500 5.5.1 no" (the session is left as it was)
     received: list[Received] = field(default_factory=list)
     rcpt_seen: list[str] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
@@ -78,14 +80,21 @@ class Upstream:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         self.rcpt_seen.append(address)
+        if address in self.hangup_at_rcpt:
+            assert server.transport is not None
+            server.transport.close()
+            return "421 4.4.2 gone"  # never reaches the client
         if address in self.refuse_rcpt:
-            return self.refuse_rcpt[address]
+            reply = self.refuse_rcpt[address]
+            if reply.startswith("2"):  # e.g. 252: accepted all the same
+                envelope.rcpt_tos.append(address)
+            return reply
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 Ok"
 
     async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.rsets += 1
-        return "250 OK"
+        return self.refuse_rset or "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.data_delay:

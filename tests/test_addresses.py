@@ -467,3 +467,18 @@ def test_domain_entry_covers_every_subdomain(
     keys = lookup_keys(address_key(address, rules))
     assert entry.key in keys
     assert all(k.startswith("@") and "." in k for k in keys[1:])  # never a bare TLD
+
+
+# --- invisible characters: refused in imports as at RCPT --------------------------------
+
+INVISIBLES = ["\u034f", "\ufe0f", "\u3164", "\u200b", "\u2060", "\u115f", "\u17b4", "\ufe00", "\U000e0041"]
+
+
+@pytest.mark.parametrize("char", INVISIBLES, ids=lambda c: f"U+{ord(c):04X}")
+def test_invisible_characters_are_refused_in_list_entries(char: str) -> None:
+    for text in (f"jane.do{char}e@example.com", f"{char}jane@example.com", f"jane{char}@gmail.com"):
+        with pytest.raises(AddressError, match="invisible character"):
+            parse_entry(text)
+        with pytest.raises(AddressError, match="invisible character"):
+            address_key(text)
+        assert fast_split(text) is None  # the fast path never takes them either

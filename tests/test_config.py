@@ -146,3 +146,17 @@ def test_safety_refusals(tmp_path: Path) -> None:
         tmp_path, "[server]\nauth = 'none'\nlisten = '0.0.0.0:2525'\ntrusted_networks = ['192.168.1.0/24']\n"
     )
     assert relay_problems(lan_trusted) == []
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "+inf", "-inf"])
+def test_watch_interval_must_be_finite(tmp_path: Path, value: str) -> None:
+    msg = error_of(tmp_path, f"[watch]\nfolder = '/tmp/x'\ninterval = {value}\n")
+    assert "[watch] interval must be a finite number of seconds above 0" in msg and value.lstrip("+") in msg
+
+
+def test_latin1_config_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes("[policy]\nlanguage = 'fr'\n# Réglages de l'équipe\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as exc:
+        config.load(path)
+    assert str(exc.value) == f"config {path}: not UTF-8 (byte 0xe9 on line 3); save the file as UTF-8"

@@ -93,3 +93,41 @@ async def test_unsafe_configuration_is_refused(tmp_path: Path) -> None:
     )
     code, out, _ = await config_check(cfg)
     assert code == 1 and "refused: " in out and "would relay mail for anyone" in out
+
+
+def show(*args: str) -> str:
+    from typer.testing import CliRunner
+
+    from smtpguard.cli import app
+
+    r = CliRunner().invoke(app, ["config", "show", *args], catch_exceptions=False)
+    assert r.exit_code == 0, r.stderr
+    return r.stdout
+
+
+def test_config_show_prints_the_effective_settings_as_toml(tmp_path: Path) -> None:
+    import tomllib
+
+    from smtpguard.config import from_mapping, load
+
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret-Passw0rd\n")
+    cfg = write(
+        tmp_path,
+        f'[upstream]\nhost = "smtp.corp.example"\nusername = "relay"\npassword_file = "{secret}"\n'
+        '[server]\ntrusted_networks = ["127.0.0.0/8", "192.168.1.0/24"]\n[policy]\nmode = "strip"\n',
+    )
+    changed = show("--config", str(cfg))
+    assert "s3cret" not in changed and f'password_file = "{secret}"' in changed
+    assert tomllib.loads(changed) == {
+        "server": {"trusted_networks": ["127.0.0.0/8", "192.168.1.0/24"]},
+        "upstream": {"host": "smtp.corp.example", "username": "relay", "password_file": str(secret)},
+        "policy": {"mode": "strip"},
+        "store": {"path": str(tmp_path / "list.db")},
+    }
+    everything = show("--config", str(cfg), "--all")
+    assert "s3cret" not in everything
+    parsed = tomllib.loads(everything)
+    assert set(parsed) == {"server", "upstream", "policy", "store", "matching", "watch"}
+    # What it prints is a configuration that loads back to the same settings.
+    assert from_mapping(parsed, cfg) == load(cfg)

@@ -454,7 +454,7 @@ async def test_generated_spellings_are_refused_on_the_wire(make_relay: RelayFact
     assert sum(matched) > 0.8 * len(matched), (sum(matched), len(matched))
 
 
-# --- the relay's path parsing (relay.py) ------------------------------------------------------
+# --- the relay's path parsing (smtp/session.py) ------------------------------------------------------
 
 
 async def test_backslash_outside_quotes_is_refused(make_relay: RelayFactory, upstream: Upstream) -> None:
@@ -473,3 +473,40 @@ async def test_unclosed_domain_literal_is_a_syntax_error(make_relay: RelayFactor
     await raw.close()
     assert upstream.rcpt_seen == []
     assert reply[:3] in ("501", "553"), reply
+
+
+# RFC 2047 encoded-words: Python's header parser (aiosmtpd, the fixture upstream,
+# many real ones) decodes them, so the list would be checked for one text and
+# the mail delivered to another. Each of these is `jane.doe@example.com` (or
+# a tagged / quoted / doubly encoded form of it) once decoded.
+ENCODED_WORDS = [
+    "<=?utf-8?q?jane.doe?=@example.com>",  # fast (plain dot-atom) path
+    "<=?UTF-8?Q?jane.doe?=@example.com>",
+    "<=?utf-8?b?amFuZS5kb2U=?=@example.com>",  # base64
+    "<=?utf-8?q?=6A=61=6E=65.doe?=@example.com>",  # hex escapes
+    "<=?utf-8?q?jane.doe+promo?=@example.com>",  # with a tag
+    "<=?iso-8859-1?q?jane?=.doe@example.com>",  # one word of the local part
+    "<jane.doe@=?utf-8?q?example.com?=>",  # the domain
+    '<"=?utf-8?q?jane.doe?="@example.com>',  # quoted: the slow path
+    '<"=?utf-8?q?=3D=3Futf-8=3Fq=3Fjane.doe=3F=3D?="@example.com>',  # doubly encoded
+    "<@relay.example:=?utf-8?q?jane.doe?=@example.com>",  # source route: the slow path
+    "=?utf-8?q?jane.doe?=@example.com",  # without angle brackets: the slow path
+    "<=?utf-8?q?jane.doe?=@example.com> NOTIFY=NEVER",
+]
+
+
+@pytest.mark.parametrize("command", ["RCPT TO:", "MAIL FROM:"])
+async def test_encoded_words_are_refused_in_every_path(
+    make_relay: RelayFactory, upstream: Upstream, command: str
+) -> None:
+    raw = await _session(make_relay)
+    if command == "RCPT TO:":
+        replies = [await raw.cmd(f"RCPT TO:{path}") for path in ENCODED_WORDS]
+    else:
+        await raw.cmd("RSET")
+        replies = [await raw.cmd(f"MAIL FROM:{path}") for path in ENCODED_WORDS]
+    await raw.close()
+    wrong = [(p, r) for p, r in zip(ENCODED_WORDS, replies, strict=True) if not r.startswith("553 5.1.3 ")]
+    assert wrong == []
+    assert "encoded text" in replies[0] and "=?utf-8?q?jane.doe?=@example.com" in replies[0]
+    assert upstream.rcpt_seen == [] and upstream.received == []

@@ -455,3 +455,109 @@ async def test_failed_import_leaves_the_store_unchanged(tmp_path: Path) -> None:
         assert await store_keys(db) == before
     finally:
         await store.close()
+
+
+def test_invisible_characters_are_counted_invalid_never_added(tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    hidden = ["jane.do\u034fe@example.com", "bob\ufe0f@example.com", "\u3164ann@example.com", "zo\u200be@example.com"]
+    path.write_text("Email\n" + "\n".join([*hidden, "ok@example.com"]) + "\n", encoding="utf-8")
+    got, stats, rejects = load(path)
+    assert keys(got) == {"ok@example.com"}
+    assert (stats.rows, stats.invalid) == (5, 4)
+    assert all("invisible character" in r.reason for r in rejects)
+
+
+# --- hostile XLSX files --------------------------------------------------------------------
+
+
+def _xlsx_with(path: Path, replace: dict[str, bytes | Iterator[bytes]]) -> None:
+    """A real workbook (openpyxl) whose members named in `replace` are swapped."""
+    import io
+    import zipfile
+
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["Email", "Name"])
+    for i in range(20):
+        sheet.append([f"user{i}@example.com", f"User {i}"])
+    buf = io.BytesIO()
+    book.save(buf)
+    strings = b'<Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/></Types>'  # noqa: E501
+    with zipfile.ZipFile(buf) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as out:
+        names = src.namelist() + [n for n in replace if n not in src.namelist()]
+        for name in names:
+            new = replace.get(name)
+            if new is None:
+                data = src.read(name)
+                if name == "[Content_Types].xml" and "xl/sharedStrings.xml" in replace:
+                    data = data.replace(b"</Types>", strings)
+                out.writestr(name, data)
+            elif isinstance(new, bytes):
+                out.writestr(name, new)
+            else:
+                with out.open(name, "w", force_zip64=True) as fh:
+                    for part in new:
+                        fh.write(part)
+
+
+def test_an_xlsx_shared_strings_bomb_is_refused_before_memory_grows(tmp_path: Path) -> None:
+    import tracemalloc
+
+    def strings() -> Iterator[bytes]:
+        # ~90 MB of XML in ~100 KB: three million strings openpyxl would each keep
+        yield b'<?xml version="1.0"?><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+        chunk = b"<si><t>bomb@example.com</t></si>" * 10_000
+        for _ in range(300):
+            yield chunk
+        yield b"</sst>"
+
+    path = tmp_path / "bomb.xlsx"
+    _xlsx_with(path, {"xl/sharedStrings.xml": strings()})
+    assert path.stat().st_size < 1_000_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImportFormatError, match="refused.*sharedStrings.xml.*ZIP bomb"):
+            load(path)
+        assert total_size(path) == 0
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 * 1024 * 1024
+
+
+def test_an_xlsx_with_truncated_xml_is_one_clear_error(tmp_path: Path) -> None:
+    import zipfile
+
+    good = tmp_path / "good.xlsx"
+    _xlsx_with(good, {})
+    with zipfile.ZipFile(good) as z:
+        sheet = z.read("xl/worksheets/sheet1.xml")
+    path = tmp_path / "cut.xlsx"
+    _xlsx_with(path, {"xl/worksheets/sheet1.xml": sheet[: len(sheet) * 2 // 3]})
+    with pytest.raises(ImportFormatError, match=r"cut\.xlsx: not a readable XLSX workbook \(broken sheet"):
+        load(path)
+
+
+async def test_import_file_parses_in_a_worker_thread_whatever_the_backend(tmp_path: Path) -> None:
+    import threading
+
+    from smtpguard.suppression.ingest import import_file
+    from smtpguard.suppression.store import MemoryStore
+
+    path = tmp_path / "list.txt"
+    path.write_text("".join(f"user{i}@example.com\n" for i in range(10_000)))
+    for store in (MemoryStore(RULES), await open_store(tmp_path / "x.db", RULES)):
+        threads: set[int] = set()
+
+        def note(_: int, seen: set[int] = threads) -> None:
+            seen.add(threading.get_ident())
+
+        try:
+            done = await import_file(store, path, progress=note)
+            assert (done.stats.rows, done.result.added, await store.count()) == (10_000, 10_000, 10_000)
+        finally:
+            await store.close()
+        assert threads and threading.get_ident() not in threads  # never on the event loop's thread

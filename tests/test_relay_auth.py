@@ -10,12 +10,19 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from smtpguard.passwords import hash_password
-from smtpguard.suppression.addresses import MatchRules
-from smtpguard.suppression.store import open_store
-
 from .conftest import RelayFactory
-from .relay_helpers import SENDER, aio, as_bytes, blocking_client, closed_port, in_thread, mail_reply, message, port_of
+from .relay_helpers import (
+    SENDER,
+    aio,
+    as_bytes,
+    blocking_client,
+    closed_port,
+    in_thread,
+    local_relay,
+    mail_reply,
+    message,
+    port_of,
+)
 from .smtp_fixtures import Upstream
 
 # -- passthrough ---------------------------------------------------------------------
@@ -130,25 +137,14 @@ async def test_auth_garbage_is_501(make_relay: RelayFactory, upstream: Upstream)
 # -- local -------------------------------------------------------------------------------
 
 
-async def _local_relay(make_relay: RelayFactory, tmp_path: Path) -> object:
-    store = await open_store(tmp_path / "list.db", MatchRules())
-    try:
-        await store.set_user("bob.sales", hash_password("hunter2"))
-    finally:
-        await store.close()
-    pw = tmp_path / "upstream.pw"
-    pw.write_text("relaypw\n")
-    return await make_relay(server={"auth": "local"}, upstream={"username": "relay", "password_file": pw})
-
-
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
 async def test_local_auth_logs_in_upstream_as_relay(
     make_relay: RelayFactory, upstream: Upstream, tmp_path: Path, mechanism: str
 ) -> None:
-    relay = await _local_relay(make_relay, tmp_path)
+    relay = await local_relay(make_relay, tmp_path)
 
     def session() -> tuple[int, dict[str, tuple[int, bytes]]]:
-        s = blocking_client(port_of(relay))  # type: ignore[arg-type]
+        s = blocking_client(port_of(relay))
         try:
             s.user, s.password = "bob.sales", "hunter2"
             code, _ = s.auth(mechanism, s.auth_plain if mechanism == "PLAIN" else s.auth_login)
@@ -164,8 +160,8 @@ async def test_local_auth_logs_in_upstream_as_relay(
 
 
 async def test_local_auth_wrong_password_is_535(make_relay: RelayFactory, upstream: Upstream, tmp_path: Path) -> None:
-    relay = await _local_relay(make_relay, tmp_path)
-    c = await aio(relay, login=None)  # type: ignore[arg-type]
+    relay = await local_relay(make_relay, tmp_path)
+    c = await aio(relay, login=None)
     with pytest.raises(aiosmtplib.SMTPAuthenticationError) as refused:
         await c.auth_plain("bob.sales", "wrong")
     assert refused.value.code == 535
@@ -182,8 +178,8 @@ async def test_local_auth_loopback_client_must_still_log_in(
     make_relay: RelayFactory, upstream: Upstream, tmp_path: Path
 ) -> None:
     """trusted_networks only lets clients skip AUTH when auth = "none"."""
-    relay = await _local_relay(make_relay, tmp_path)
-    c = await aio(relay, login=None)  # type: ignore[arg-type]
+    relay = await local_relay(make_relay, tmp_path)
+    c = await aio(relay, login=None)
     with pytest.raises(aiosmtplib.SMTPSenderRefused) as refused:
         await c.mail(SENDER)
     assert refused.value.code == 530

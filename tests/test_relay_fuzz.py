@@ -761,7 +761,7 @@ async def test_fuzzed_sessions(target: Target, session: Session) -> None:
     )
 
 
-# -- what the fuzzing found (fixed in relay.py) ------------------------------------------
+# -- what the fuzzing found (fixed in smtp/session.py and the handler) ------------------------------------------
 
 
 async def _raw(relay: Relay) -> Client:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from smtpguard.smtp import relay as relay_module
+from smtpguard.smtp import session as session_module
 
 from .conftest import RelayFactory
 from .smtp_fixtures import Upstream, raw_command
@@ -15,8 +15,8 @@ from .smtp_fixtures import Upstream, raw_command
 async def test_session_limit_spares_a_transaction_then_closes(
     make_relay: RelayFactory, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(relay_module, "SESSION_LIMIT", 1.0)
-    monkeypatch.setattr(relay_module, "SESSION_LIMIT_RECHECK", 0.2)
+    monkeypatch.setattr(session_module, "SESSION_LIMIT", 1.0)
+    monkeypatch.setattr(session_module, "SESSION_LIMIT_RECHECK", 0.2)
     relay = await make_relay(server={"auth": "none"})
     reader, writer = await asyncio.open_connection("127.0.0.1", relay.endpoints[0].port)
 

@@ -10,7 +10,7 @@ import aiosmtplib
 import pytest
 
 from .conftest import RelayFactory
-from .relay_helpers import SENDER, aio, audit_events, blocking_client, in_thread, message, port_of
+from .relay_helpers import SENDER, aio, audit_events, blocking_client, in_thread, message, port_of, smtplib_data
 from .smtp_fixtures import Upstream
 
 # -- reject --------------------------------------------------------------------
@@ -139,19 +139,7 @@ async def test_reject_message_lists_everyone_and_sends_nothing(make_relay: Relay
 
 async def test_reject_message_smtplib_sees_multiline_550(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay(policy={"mode": "reject-message"})
-
-    def session() -> tuple[int, bytes]:
-        s = blocking_client(port_of(relay))
-        try:
-            s.login("alice", "s3cret")
-            s.mail(SENDER)
-            assert s.rcpt("jane.doe@example.com")[0] == 250
-            assert s.rcpt("bob@ok.example")[0] == 250
-            return s.data(message())
-        finally:
-            s.quit()
-
-    code, text = await in_thread(session)
+    code, text = await smtplib_data(relay, ["jane.doe@example.com", "bob@ok.example"], message())
     assert code == 550 and b"jane.doe@example.com" in text and b"2026-10-03" in text
     assert upstream.received == []
 
@@ -201,19 +189,7 @@ async def test_strip_rewrites_headers_and_notifies_sender(make_relay: RelayFacto
 async def test_strip_without_rewrite_or_notice(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay(policy={"mode": "strip", "rewrite_headers": False, "notify_sender": False})
     msg = message(to="bob@ok.example, jane.doe@example.com")
-
-    def session() -> tuple[int, bytes]:
-        s = blocking_client(port_of(relay))
-        try:
-            s.login("alice", "s3cret")
-            s.mail(SENDER)
-            assert s.rcpt("bob@ok.example")[0] == 250
-            assert s.rcpt("jane.doe@example.com")[0] == 250
-            return s.data(msg)
-        finally:
-            s.quit()
-
-    code, _ = await in_thread(session)
+    code, _ = await smtplib_data(relay, ["bob@ok.example", "jane.doe@example.com"], msg)
     assert code == 250
     assert len(upstream.received) == 1  # no notice
     assert upstream.received[0].rcpt_tos == ["bob@ok.example"]

@@ -123,6 +123,7 @@ async def finish(proc: asyncio.subprocess.Process, timeout: float = 20) -> tuple
 async def test_ready_reload_and_stop_notifications(tmp_path: Path, notifications: Notifications) -> None:
     port = free_port()
     cfg = write_config(tmp_path, port, free_port())
+    await add_entries(tmp_path / "list.db")  # serve needs an existing list
     proc = await start_serve(cfg, notifications)
     try:
         ready = await notifications.until("READY")

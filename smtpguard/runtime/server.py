@@ -23,7 +23,10 @@ from smtpguard.config import ConfigError, Endpoint, Settings
 from smtpguard.runtime.safety import relay_problems
 from smtpguard.runtime.systemd import monotonic_usec, notify, watchdog_interval
 from smtpguard.smtp.audit import AuditWriter
-from smtpguard.smtp.relay import Guard, GuardSMTP, RelayContext
+from smtpguard.smtp.context import RelayContext
+from smtpguard.smtp.handler import RelayHandler
+from smtpguard.smtp.session import RelaySession
+from smtpguard.suppression.rules import mismatch
 from smtpguard.suppression.store import Store, StoreError, connect
 from smtpguard.suppression.watch import watch_folder
 
@@ -55,7 +58,7 @@ class Relay:
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self.ctx = RelayContext(settings=settings, store=store, audit=AuditWriter(store))
-        self.guard = Guard(self.ctx)
+        self.guard = RelayHandler(self.ctx)
         self.listeners: list[asyncio.Server] = []
         self.endpoints: list[Endpoint] = []  # as bound (port 0 resolved)
 
@@ -64,7 +67,7 @@ class Relay:
         problems = relay_problems(settings)
         if problems:
             raise RelayRefused("refusing to start: " + "; ".join(problems))
-        store = await connect(settings)
+        store = await connect(settings, create=False)
         relay = cls(settings, store)
         try:
             relay.listeners, relay.endpoints = await relay._bind(settings)
@@ -79,8 +82,8 @@ class Relay:
         loopback = endpoint.is_loopback
         loop = asyncio.get_running_loop()
 
-        def make() -> GuardSMTP:
-            return GuardSMTP(
+        def make() -> RelaySession:
+            return RelaySession(
                 self.guard,
                 self.ctx,
                 implicit_tls=implicit,
@@ -140,9 +143,10 @@ class Relay:
         if new.store.path != old.store.path:
             log.warning("reload: [store] path changed; it takes effect at the next restart")
             new = replace(new, store=old.store)
-        if new.matching != old.matching:
-            changed = await self.ctx.store.ensure_rules(new.matching)
-            log.info("reload: matching rules changed, %d entries re-keyed", changed)
+        if new.matching != old.matching and (
+            warning := mismatch(await self.ctx.store.rules(), new.matching, new.store.path)
+        ):
+            log.warning("reload: %s", warning)
         changed_keys = [k for k in _LISTENER_KEYS if getattr(new.server, k) != getattr(old.server, k)]
         if changed_keys:
             listeners, endpoints = await self._bind(new)  # raises before we let go of the old ones
@@ -178,7 +182,7 @@ class Relay:
                 self._say_goodbye(s)
 
     @staticmethod
-    def _say_goodbye(s: GuardSMTP) -> None:
+    def _say_goodbye(s: RelaySession) -> None:
         transport = s.transport
         if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
             s.ctx.sessions.discard(s)

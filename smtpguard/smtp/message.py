@@ -1,7 +1,9 @@
 """Message rewriting for strip mode, and the notice sent to the sender. No I/O.
 
-Only the To and Cc header fields are touched; every other byte of the
-message, body included, is passed on as the client sent it.
+Only the recipient fields (To, Cc, Bcc, Resent-To/-Cc/-Bcc) are touched;
+every other byte of the message, body included, is passed on as the client
+sent it.  Lists are read as mail programs write them, not only as RFC 5322
+says: `;` between addresses (Outlook) and bare addresses with no comma.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from email.utils import format_datetime, getaddresses, make_msgid
 from smtpguard.suppression.addresses import AddressError
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
-_REWRITTEN = (b"to", b"cc")
+_REWRITTEN = (b"to", b"cc", b"bcc", b"resent-to", b"resent-cc", b"resent-bcc")
+_BARE = re.compile(r"[^\s<>,;\"()]+@[^\s<>,;\"()]+")  # something@something, however written
+_AFTER_ANGLE = re.compile(r"(?<=>)\s+(?=[^\s]*@)")  # `Bob <b@x> c@y`: a second address after the first
 
 
 def split_header_block(content: bytes) -> tuple[bytes, bytes]:
@@ -39,10 +43,10 @@ def _fields(headers: bytes) -> list[bytes]:
 
 
 def _split_items(value: str) -> list[str]:
-    """Split an address list on commas outside quotes, <> and comments."""
+    """Split an address list on commas (and `;` outside a group) outside quotes, <> and comments."""
     items: list[str] = []
     buf: list[str] = []
-    depth, quoted, angle, escape = 0, False, False, False
+    depth, quoted, angle, escape, group = 0, False, False, False, False
     for ch in value:
         if escape:
             escape = False
@@ -60,13 +64,26 @@ def _split_items(value: str) -> list[str]:
             angle = True
         elif ch == ">":
             angle = False
-        elif ch == "," and not depth and not angle:
+        elif ch == ":" and not depth and not angle:
+            group = True
+        elif ch == ";" and not depth and not angle and group:
+            group = False
+        elif ch in ",;" and not depth and not angle:
             items.append("".join(buf))
             buf = []
             continue
         buf.append(ch)
     items.append("".join(buf))
-    return [i for i in items if i.strip()]
+    return [piece for item in items if item.strip() for piece in _unjoined(item)]
+
+
+def _unjoined(item: str) -> list[str]:
+    """Addresses written one after the other with no separator, apart."""
+    if item.count("@") < 2:
+        return [item]
+    if not any(c in item for c in '<"('):
+        return item.split()
+    return _AFTER_ANGLE.split(item)
 
 
 def remove_recipients(content: bytes, is_removed: Callable[[str], bool]) -> bytes:
@@ -82,7 +99,12 @@ def remove_recipients(content: bytes, is_removed: Callable[[str], bool]) -> byte
             continue
         text = value.decode("utf-8", "surrogateescape").replace("\r", "").replace("\n", "")
         items = _split_items(text)
-        kept = [i.strip() for i in items if not _removed(i, is_removed)]
+        kept: list[str] = []
+        for item in items:
+            if not _removed(item, is_removed):
+                kept.append(item.strip())
+            elif item.strip().endswith(";") and kept:
+                kept[-1] += ";"  # the group's end goes on with the one before
         if len(kept) == len(items):
             out.append(field)
             continue
@@ -92,19 +114,20 @@ def remove_recipients(content: bytes, is_removed: Callable[[str], bool]) -> byte
             out.append(name + b": " + folded.encode("utf-8", "surrogateescape") + newline)
         elif name.strip().lower() == b"to":
             out.append(name + b": undisclosed-recipients:;" + newline)
-        # an emptied Cc is dropped
+        # an emptied Cc, Bcc or Resent- field is dropped
     if not changed:
         return content
     return b"".join(out) + body
 
 
 def _removed(item: str, is_removed: Callable[[str], bool]) -> bool:
-    for _name, addr in getaddresses([item]):
-        if addr:
-            try:
-                return is_removed(addr)
-            except AddressError:
-                return False
+    candidates = [addr for _name, addr in getaddresses([item]) if addr] + _BARE.findall(item)
+    for addr in candidates:
+        try:
+            if is_removed(addr.strip("<>")):
+                return True
+        except AddressError:
+            continue
     return False
 
 

@@ -54,20 +54,6 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def reply_text(code: int, message: str) -> str:
-    """The upstream's reply, reframed for our client (multi-line kept, no bare CR/LF)."""
-    if not 200 <= code <= 599:
-        code = 451
-    lines = [line.strip("\r") for line in message.split("\n")] or [""]
-    out = [f"{code}-{line}" for line in lines[:-1]]
-    out.append(f"{code} {lines[-1]}")
-    return "\r\n".join(out)
-
-
-def error_reply(exc: aiosmtplib.SMTPResponseException) -> str:
-    return reply_text(exc.code, exc.message)
-
-
 async def close_quietly(client: aiosmtplib.SMTP | None, *, quit: bool = True) -> None:
     """QUIT politely when we can, close in any case; never raises."""
     if client is None:

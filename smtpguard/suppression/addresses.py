@@ -53,7 +53,21 @@ class MatchRules:
     def tag(self) -> str:
         """A short stable text that changes whenever the rules (or how keys are made) change."""
         # keys=2: googlemail.com subdomains became gmail.com ones; stores re-key on open.
-        return f"keys=2;subaddress={int(self.ignore_subaddress)};gmail_dots={int(self.gmail_dots)}"
+        return f"keys={KEYS_VERSION};subaddress={int(self.ignore_subaddress)};gmail_dots={int(self.gmail_dots)}"
+
+    @classmethod
+    def from_tag(cls, tag: str) -> tuple[MatchRules, bool]:
+        """The rules a `tag()` names, and whether its keys are made the current way."""
+        fields = dict(part.partition("=")[::2] for part in tag.split(";"))
+        rules = cls(fields.get("subaddress", "1") != "0", fields.get("gmail_dots", "1") != "0")
+        return rules, fields.get("keys") == str(KEYS_VERSION)
+
+    def describe(self) -> str:
+        """As the configuration spells them: `ignore_subaddress = true, gmail_dots = false`."""
+        return f"ignore_subaddress = {str(self.ignore_subaddress).lower()}, gmail_dots = {str(self.gmail_dots).lower()}"
+
+
+KEYS_VERSION = 2
 
 
 DEFAULT_RULES = MatchRules()
@@ -117,6 +131,25 @@ def fast_split(address: str) -> tuple[str, str] | None:
     return local, domain
 
 
+# Unicode Default_Ignorable_Code_Point (DerivedCoreProperties.txt): invisible
+# and meaningless in a name.  email-validator refuses most of them, but lets
+# U+034F, U+115F/U+1160, U+17B4/U+17B5, the variation selectors and the Hangul
+# fillers through, and NFKC keeps them: `jane.do\u034fe@` would look like the
+# suppressed address without its key.  Refused everywhere (RCPT and imports:
+# an entry holding one could never match, yet would count as added).
+_INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
+)
+
+
+def _invisible(address: str) -> None:
+    if (bad := _INVISIBLE.search(address)) is not None:
+        name = unicodedata.name(bad.group(), f"U+{ord(bad.group()):04X}")
+        raise AddressError(f"the address contains an invisible character ({name})")
+
+
 def _unquote(local: str) -> str:
     # email-validator returns quoted local parts with their quotes; compare the
     # content (RFC 5321 4.1.2: "a"@x and a@x are the same mailbox).
@@ -137,6 +170,8 @@ def split_address(address: str, *, strict: bool = True) -> tuple[str, str]:
     fast = fast_split(address)
     if fast is not None:
         return fast
+    if not address.isascii():
+        _invisible(address)
     special = None
     if not strict:
         # email-validator refuses special-use names (.local, localhost, ...) even
@@ -239,16 +274,6 @@ class RoutingRefused(AddressError):
 # Postfix's "sender-specified routing" is user[@%!]remote[@%!]site: an "@" can
 # only be in a local part when quoted ("user@remote"@relay), and still routes.
 _ROUTING = re.compile(r"[@%!]")
-# Unicode Default_Ignorable_Code_Point (DerivedCoreProperties.txt): invisible
-# and meaningless in a name.  email-validator refuses most of them, but lets
-# U+034F, U+115F/U+1160, U+17B4/U+17B5, the variation selectors and the Hangul
-# fillers through, and NFKC keeps them: `jane.do\u034fe@` would look like the
-# suppressed address without its key.  Refused at RCPT.
-_INVISIBLE = re.compile(
-    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
-    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
-    "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
-)
 
 
 def _numeric_host(ascii_domain: str) -> bool:
@@ -292,10 +317,7 @@ def recipient_key(path: str, rules: MatchRules = DEFAULT_RULES) -> str:
         raise AddressError("a recipient needs a user and a domain (user@example.com)")
     if address[at + 1 :].startswith("["):
         raise RoutingRefused("address literals are not accepted, use the domain name")
-    if not address.isascii() and (bad := _INVISIBLE.search(address)):
-        name = unicodedata.name(bad.group(), f"U+{ord(bad.group()):04X}")
-        raise AddressError(f"the address contains an invisible character ({name})")
-    local, domain = split_address(address, strict=False)
+    local, domain = split_address(address, strict=False)  # refuses invisible characters
     # Checked after NFKC too: U+FF05 FULLWIDTH PERCENT SIGN keys as "%".
     if _ROUTING.search(local) or (not local.isascii() and _ROUTING.search(fold(local))):
         raise RoutingRefused("sender-specified routing (%, ! or @ in the user part) is not accepted")

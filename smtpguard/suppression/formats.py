@@ -30,6 +30,7 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote
+from xml.etree.ElementTree import ParseError
 
 from smtpguard.suppression.addresses import AddressError, MatchRules, address_key, parse_entry
 from smtpguard.suppression.store import EntryRow
@@ -56,6 +57,14 @@ _REASON_MAX = 200
 _TEXT_MAX = 300
 
 _ZIP_MAGIC = b"PK\x03\x04"
+# An XLSX is a ZIP of XML: a few KB can inflate to gigabytes (openpyxl holds
+# the shared strings in memory). Real exports stay far below these bounds;
+# zipfile never inflates a member past its declared size (CRC error instead).
+XLSX_MAX_MEMBER = 256 * 1024 * 1024  # bytes, any member once inflated
+XLSX_MAX_STRINGS = 64 * 1024 * 1024  # bytes, the shared strings (a million addresses: ~45 MB)
+XLSX_MAX_TOTAL = 512 * 1024 * 1024  # bytes, all members
+XLSX_MAX_RATIO = 100  # inflated / compressed, for members over 1 MiB (XML exports: ~5-20)
+XLSX_MAX_CELLS = 50_000_000  # cells read, blank ones included
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0"  # legacy .xls
 
 # Header names of the address column, normalised by `_header_key`.
@@ -540,6 +549,38 @@ def _text_entries(
     _report(progress, raw, done)
 
 
+def check_xlsx(path: Path) -> None:
+    """ImportFormatError unless the ZIP's inflated sizes are those of a real export."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ImportFormatError(f"{path}: not a readable XLSX workbook ({exc})") from None
+    total = 0
+    for m in members:
+        total += m.file_size
+        ratio = m.file_size / max(m.compress_size, 1)
+        limit = XLSX_MAX_STRINGS if m.filename.lower().endswith("sharedstrings.xml") else XLSX_MAX_MEMBER
+        if m.file_size > limit or (m.file_size > 1 << 20 and ratio > XLSX_MAX_RATIO):
+            raise ImportFormatError(
+                f"{path}: refused, {m.filename} would inflate to {m.file_size / 1e6:.0f} MB"
+                f" ({ratio:.0f} times its packed size): not a normal export (a ZIP bomb?)"
+            )
+    if total > XLSX_MAX_TOTAL:
+        raise ImportFormatError(f"{path}: refused, the workbook would inflate to {total / 1e6:.0f} MB")
+
+
+def _open_xlsx(path: Path) -> Any:
+    import openpyxl  # only XLSX imports pay for it
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    check_xlsx(path)
+    try:
+        return openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError, ParseError, ValueError) as exc:
+        raise ImportFormatError(f"{path}: not a readable XLSX workbook ({exc})") from None
+
+
 def _xlsx_entries(
     path: Path,
     careful: _Rows,
@@ -547,17 +588,11 @@ def _xlsx_entries(
     column: str | None,
     progress: Callable[[int], None] | None,
 ) -> Iterator[EntryRow]:
-    import openpyxl  # only XLSX imports pay for it
-    from openpyxl.utils.exceptions import InvalidFileException
-
-    try:
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError) as exc:
-        raise ImportFormatError(f"{path}: not a readable XLSX workbook ({exc})") from None
+    book = _open_xlsx(path)
     try:
         if not book.worksheets:
             raise ImportFormatError(f"{path}: the workbook has no sheet")
-        values = book.worksheets[0].iter_rows(values_only=True)
+        values = _bounded(book.worksheets[0].iter_rows(values_only=True), path)
         head = list(islice(values, SAMPLE_ROWS + 10))
         sample = [[_cell_text(v) for v in _trim(row)] for row in head]
         header_at, col, width, headerless = find_column(sample, column, str(path))
@@ -565,6 +600,21 @@ def _xlsx_entries(
         yield from _xlsx_rows(chain(head, values), layout, careful, added, progress)
     finally:
         book.close()
+
+
+def _bounded(rows: Iterator[Sequence[object]], path: Path) -> Iterator[Sequence[object]]:
+    """The sheet's rows; one ImportFormatError for broken XML or too many cells."""
+    cells = 0
+    try:
+        for row in rows:
+            cells += len(row)
+            if cells > XLSX_MAX_CELLS:
+                raise ImportFormatError(f"{path}: refused, the sheet has more than {XLSX_MAX_CELLS:,} cells")
+            yield row
+    except ImportFormatError:
+        raise
+    except (ParseError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise ImportFormatError(f"{path}: not a readable XLSX workbook (broken sheet: {exc})") from None
 
 
 def _trim(row: Sequence[object]) -> Sequence[object]:
@@ -642,11 +692,9 @@ def total_size(path: Path) -> int:
             return path.stat().st_size
     except OSError:  # the import itself will say what is wrong
         return 0
-    import openpyxl
-
     try:
-        book = openpyxl.load_workbook(path, read_only=True)
-    except Exception:  # the import itself will say what is wrong
+        book = _open_xlsx(path)
+    except ImportFormatError:  # the import itself will say what is wrong
         return 0
     try:
         return int(book.worksheets[0].max_row or 0) if book.worksheets else 0

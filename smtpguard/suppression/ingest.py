@@ -2,20 +2,33 @@
 
 The CLI (`smtpguard import`), the watched folder and the demo all import
 through `import_file`, so a file gives the same entries whichever way it
-arrives.
+arrives. Keys are made with the list's own matching rules.
+
+Parsing is CPU-bound and synchronous: it never runs on the event loop,
+whatever the backend. A store that reads rows in its own worker thread
+(`rows_in_thread`, SQLite) gets them as they are parsed; any other gets
+chunks parsed here in a worker thread (`in_thread`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
+from typing import TypeVar, cast
 
-from smtpguard.suppression.addresses import MatchRules
 from smtpguard.suppression.formats import FileStats, Reject, iter_entries
 from smtpguard.suppression.store import AddResult, Store, utc_now
+from smtpguard.suppression.store.base import RowTuple
 
 DEFAULT_REASON = "unsubscribed"
+CHUNK_ROWS = 4096  # ~5 ms of parsing: how late a cancelled import stops
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -29,11 +42,38 @@ class FileImport:
     result: AddResult = field(default_factory=lambda: AddResult(rows=0, added=0))
 
 
+async def in_thread(items: Iterator[T], size: int = CHUNK_ROWS) -> AsyncGenerator[list[T], None]:
+    """`items` read in a worker thread, `size` at a time.
+
+    Not read ahead while the store writes: SQLite releases the GIL at every
+    row it inserts, and a parsing thread next to it would take the GIL each
+    time (the import runs ~1.5x slower). Whatever way the consumer stops,
+    `items` is closed once the thread is done with it, so its file is too.
+    """
+    lock = threading.Lock()  # one thread at a time inside `items`
+
+    def take() -> list[T]:
+        with lock:
+            return list(islice(items, size))
+
+    def close() -> None:
+        with lock:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    try:
+        while chunk := await asyncio.to_thread(take):
+            yield chunk
+    finally:
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(asyncio.to_thread(close))
+
+
 async def import_file(
     store: Store,
     path: Path,
     *,
-    rules: MatchRules,
     source: str | None = None,
     reason: str = DEFAULT_REASON,
     expires: str | None = None,
@@ -49,7 +89,7 @@ async def import_file(
     out = FileImport(path, source or path.stem)
     rows = iter_entries(
         path,
-        rules=rules,
+        rules=await store.rules(),
         source=out.source,
         reason=reason,
         added=utc_now(),
@@ -59,5 +99,13 @@ async def import_file(
         rejects=out.rejects,
         progress=progress,
     )
-    out.result = await store.add_entries(rows, commit=commit)
+    if store.rows_in_thread:
+        out.result = await store.add_entries(rows, commit=commit)
+        return out
+    # Plain tuples, not EntryRows, while a chunk waits: see store.base.RowTuple.
+    chunks = in_thread(cast(Iterator[RowTuple], map(tuple, rows)))
+    try:
+        out.result = await store.add_entries(chunks, commit=commit)
+    finally:
+        await chunks.aclose()
     return out

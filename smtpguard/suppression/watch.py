@@ -33,10 +33,15 @@ Where does a file go?
 A file that cannot be moved (permissions) is remembered by (name, size,
 mtime) and not imported again until it changes.
 
-The parsing is CPU-bound and synchronous, but `add_entries` hands the row
-generator to aiosqlite's worker thread (sqlite3 `executemany` pulls the rows
-there), so the event loop only competes for the GIL and keeps serving SMTP;
-tests/test_watch.py measures the loop's longest stall during a big import.
+Nothing follows a symlink (see watchfs): a symlinked folder, done/ or
+failed/, or a file in their place, is refused with one error line and the
+watcher waits until it is fixed.  Names are escaped in every log line.
+
+The parsing runs in a memory-capped child process (watchchild: a bomb kills
+the child, not the relay); `add_entries` hands the stream of entries it sends
+to aiosqlite's worker thread (sqlite3 `executemany` pulls the rows there), so
+the event loop keeps serving SMTP; tests/test_watch.py measures the loop's
+longest stall during a big import.
 Folder scans and report writing go through `asyncio.to_thread` because a
 network folder can take long to answer.
 """
@@ -45,22 +50,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
+import errno
 import logging
 import os
-import stat
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from smtpguard.config import Settings
-from smtpguard.suppression.formats import FileStats, ImportFormatError, Reject, detect_encoding, write_rejects
+from smtpguard.suppression import watchfs
+from smtpguard.suppression.formats import ImportFormatError, detect_encoding
 from smtpguard.suppression.ingest import DEFAULT_REASON as REASON
-from smtpguard.suppression.ingest import import_file
 from smtpguard.suppression.store import AddResult, Store, StoreError, utc_now
+from smtpguard.suppression.watchchild import ChildImport
+from smtpguard.suppression.watchfs import FileId, FolderProblem, Folders, shown
+from smtpguard.suppression.watchreport import DONE, FAILED, Outcome, file_away
 
-__all__ = ["DONE", "FAILED", "UNTERMINATED_GRACE", "watch_folder"]
+__all__ = ["DONE", "FAILED", "UNTERMINATED_GRACE", "Outcome", "watch_folder"]
 
 log = logging.getLogger("smtpguard.watch")
 
@@ -72,10 +79,7 @@ class WatchContext(Protocol):
     store: Store
 
 
-DONE = "done"
-FAILED = "failed"
 UNTERMINATED_GRACE = 30.0  # seconds a file that looks cut off must stay unchanged
-REPORT_REJECTS = 200  # rejected rows listed in the report; the .rejects.csv has them all
 RETRY_MAX = 60.0  # seconds: cap of the back-off after a store failure
 
 # Names writers use while a file is incomplete (browsers, WinSCP, rsync, editors).
@@ -85,8 +89,6 @@ _ZIP_END = b"PK\x05\x06"  # end of central directory: written last
 _ZIP_TAIL = 22 + 65535  # the end record plus the longest ZIP comment
 _LINE_ENDS = (b"\n", b"\r", b"\n\x00", b"\r\x00")  # UTF-16-LE puts the NUL after
 
-FileId = tuple[int, int]  # (size, mtime_ns): what "unchanged" compares
-
 
 def ignored(name: str) -> bool:
     """Names never imported: hidden files, Office locks, files still being downloaded."""
@@ -94,33 +96,10 @@ def ignored(name: str) -> bool:
     return name.startswith((".", "~$")) or lower.endswith(_IGNORED_SUFFIXES)
 
 
-def _scan(folder: Path) -> dict[str, FileId]:
-    """The regular files of `folder` that may be imports (not subfolders, not symlinks)."""
-    found: dict[str, FileId] = {}
-    with os.scandir(folder) as it:
-        for entry in it:
-            if ignored(entry.name):
-                continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:  # gone since listed
-                continue
-            if stat.S_ISREG(st.st_mode):
-                found[entry.name] = (st.st_size, st.st_mtime_ns)
-    return found
-
-
-def _file_id(path: Path) -> FileId | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns)
-
-
-def looks_unfinished(path: Path) -> str | None:
-    """Why `path` looks cut off by a writer still at work, or None when it looks whole."""
-    with path.open("rb") as fh:
+def looks_unfinished(fd: int) -> str | None:
+    """Why the file looks cut off by a writer still at work, or None when it looks whole."""
+    with os.fdopen(os.dup(fd), "rb") as fh:
+        fh.seek(0)
         head = fh.read(4096)
         if not head:
             return "the file is empty"
@@ -135,36 +114,28 @@ def looks_unfinished(path: Path) -> str | None:
     return None if tail.endswith(_LINE_ENDS) else "the last line has no line end"
 
 
-@dataclass
-class Outcome:
-    """What importing one file gave; `error` set means it goes to failed/."""
+async def import_dropped(ctx: WatchContext, fd: int, name: str) -> Outcome:
+    """Import the open file `name` as `smtpguard import FILE` does; StoreError propagates (transient).
 
-    name: str
-    started: str
-    seconds: float = 0.0
-    stats: FileStats = field(default_factory=FileStats)
-    rejects: list[Reject] = field(default_factory=list)
-    result: AddResult | None = None
-    error: str | None = None
-
-    @property
-    def target(self) -> str:
-        return FAILED if self.error is not None else DONE
-
-
-async def import_dropped(ctx: WatchContext, path: Path) -> Outcome:
-    """Import one file as `smtpguard import FILE` does; StoreError propagates (transient)."""
-    out = Outcome(path.name, utc_now())
+    The file is parsed in a memory-capped child (watchchild); the entries it
+    sends are written here, in one transaction that a failing child rolls back.
+    """
+    out = Outcome(name, utc_now())
     begin = time.monotonic()
+    settings = ctx.settings
+    rules = await ctx.store.rules()  # the list keys its own way, whatever [matching] says
+    child = ChildImport(fd, Path(name).stem, REASON, out.started, rules, settings.watch.import_memory_mb)
     try:
-        # Cancelled (shutdown), the store stops reading rows at once and rolls back.
-        done = await import_file(ctx.store, path, rules=ctx.settings.matching, reason=REASON)
-        out.stats, out.rejects, out.result = done.stats, done.rejects, done.result
+        await asyncio.to_thread(child.start)
+        out.result = await _add_all(ctx.store, child)
+        out.stats, out.rejects = child.stats, child.rejects
     except ImportFormatError as exc:
-        out.error = str(exc).replace(f"{path}: ", "", 1)
+        out.error = str(exc)
+        out.stats = child.stats
     except (UnicodeError, OSError) as exc:  # a read failing half-way, e.g. a vanished network share
         out.error = f"unreadable: {exc}"
     finally:
+        await asyncio.to_thread(child.stop)
         out.seconds = time.monotonic() - begin
     if out.error is None and out.result is not None and out.result.rows == 0:
         if out.stats.invalid:
@@ -174,85 +145,18 @@ async def import_dropped(ctx: WatchContext, path: Path) -> Outcome:
     return out
 
 
-def _unique(folder: Path, name: str) -> Path:
-    """`folder/name`, or with a timestamp suffix when it, its report or rejects exist."""
-
-    def free(p: Path) -> bool:
-        return not any(q.exists() for q in (p, _beside(p, ".report.txt"), _beside(p, ".rejects.csv")))
-
-    candidate = folder / name
-    if free(candidate):
-        return candidate
-    stem, dot, suffix = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-    for n in range(1, 1000):
-        tag = stamp if n == 1 else f"{stamp}-{n}"
-        candidate = folder / f"{stem}.{tag}{dot}{suffix}"
-        if free(candidate):
-            return candidate
-    raise FileExistsError(f"{folder / name}: no free name")
-
-
-def _beside(path: Path, ending: str) -> Path:
-    return path.with_name(path.name + ending)
-
-
-def render_report(out: Outcome, source: Path, moved: Path | None, move_error: str | None) -> str:
-    """The human report: what happened, the counts, the rejected lines."""
-    lines = [
-        f"smtpguard watched-folder import of {source.name}",
-        "",
-        f"result:     {'FAILED: ' + out.error if out.error else 'imported'}",
-        f"file:       {moved if moved is not None else source}",
-    ]
-    if move_error:
-        lines.append(f"NOT MOVED:  {move_error} (it stays in the folder and is not imported again)")
-    lines += [
-        f"started:    {out.started}",
-        f"duration:   {out.seconds:.2f} s",
-        f"source:     {source.stem}",
-        f"reason:     {REASON}",
-        "",
-    ]
-    s, r = out.stats, out.result
-    lines.append(f"rows:       {s.rows}")
-    if r is not None and out.error is None:
-        lines += [f"added:      {r.added}", f"already listed: {r.duplicates}"]
-    else:
-        lines.append("added:      0 (nothing was changed)")
-    lines += [f"invalid:    {s.invalid}", f"blank:      {s.blank}"]
-    if out.rejects:
-        where = _beside(moved if moved is not None else source, ".rejects.csv").name
-        lines += ["", f"Rejected rows (line number: text -- reason); all {len(out.rejects)} in {where}:"]
-        for rej in out.rejects[:REPORT_REJECTS]:
-            lines.append(f"  line {rej.line}: {rej.text!r} -- {rej.reason}")
-        if len(out.rejects) > REPORT_REJECTS:
-            lines.append(f"  ... {len(out.rejects) - REPORT_REJECTS} more")
-    return "\n".join(lines) + "\n"
-
-
-def file_away(folder: Path, path: Path, out: Outcome) -> tuple[Path | None, str | None]:
-    """Move `path` to done/ or failed/ and write its report(s); (new path, why not moved)."""
-    target_dir = folder / out.target
-    moved: Path | None = None
-    move_error: str | None = None
+async def _add_all(store: Store, child: ChildImport) -> AddResult:
+    """`store.add_entries` of the child's stream; cancelled, the child is killed first so the rollback need not wait."""
+    adding = asyncio.create_task(store.add_entries(child.rows()))
     try:
-        target_dir.mkdir(exist_ok=True)
-        target = _unique(target_dir, path.name)
-        path.rename(target)
-        moved = target
-    except OSError as exc:
-        move_error = f"cannot move it to {out.target}/: {exc.strerror or exc}"
-        target = target_dir / path.name
-        with contextlib.suppress(OSError):
-            target = _unique(target_dir, path.name)
-    try:
-        _beside(target, ".report.txt").write_text(render_report(out, path, moved, move_error), encoding="utf-8")
-        if out.rejects:
-            write_rejects(_beside(target, ".rejects.csv"), out.rejects)
-    except OSError as exc:
-        log.error("watch: cannot write the report of %s in %s/: %s", path.name, out.target, exc.strerror or exc)
-    return moved, move_error
+        await asyncio.wait({adding})
+    except asyncio.CancelledError:
+        child.kill()  # ends the stream the store's thread is reading
+        adding.cancel()
+        with contextlib.suppress(BaseException):
+            await adding
+        raise
+    return adding.result()
 
 
 @dataclass
@@ -261,32 +165,41 @@ class _Seen:
     since: float  # monotonic time this file_id was first seen
 
 
+def _gone(exc: OSError) -> bool:
+    """The file vanished or was swapped (for a symlink, another file) since the scan."""
+    return isinstance(exc, FileNotFoundError) or exc.errno == errno.ELOOP
+
+
 class Watcher:
     """The state of the scans: one per folder, reset when reload changes the folder."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.dirs: Folders | None = None  # re-opened at each scan
         self.seen: dict[str, _Seen] = {}
         self.handled: dict[str, FileId] = {}  # dealt with but still here (could not be moved)
         self.retry: dict[str, tuple[float, float]] = {}  # name -> (not before, delay)
         self.held: dict[str, FileId] = {}  # told the log we wait for these
         self.problem: str | None = None  # last folder error logged, to log it once
 
-    def _prepare(self) -> None:
-        for d in (self.folder, self.folder / DONE, self.folder / FAILED):
-            d.mkdir(parents=True, exist_ok=True)
+    def _open(self) -> dict[str, FileId]:
+        self.close()
+        self.dirs = Folders.open(self.folder, DONE, FAILED)
+        return watchfs.scan(self.dirs.root, ignored)
+
+    def close(self) -> None:
+        if self.dirs is not None:
+            self.dirs.close()
+            self.dirs = None
 
     async def scan(self, interval: float) -> list[str]:
         """Names ready for import: unchanged across two scans at least `interval` apart."""
         try:
-            await asyncio.to_thread(self._prepare)
-            files = await asyncio.to_thread(_scan, self.folder)
+            files = await asyncio.to_thread(self._open)
+        except FolderProblem as exc:
+            return self._unusable(str(exc))
         except OSError as exc:
-            problem = f"watch folder {self.folder}: {exc.strerror or exc}"
-            if problem != self.problem:
-                log.error("%s; nothing is imported from it until this is fixed", problem)
-                self.problem = problem
-            return []
+            return self._unusable(f"watch folder {self.folder}: {exc.strerror or exc}")
         if self.problem is not None:
             log.info("watch folder %s is usable again", self.folder)
             self.problem = None
@@ -307,69 +220,97 @@ class Watcher:
                 del table[name]
         return ready
 
+    def _unusable(self, problem: str) -> list[str]:
+        self.close()
+        if problem != self.problem:
+            log.error("%s; nothing is imported from it until this is fixed", problem)
+            self.problem = problem
+        return []
+
     async def complete(self, name: str) -> bool:
         """True when `name` also looks whole, or has been left alone long enough anyway."""
-        path = self.folder / name
-        try:
-            why = await asyncio.to_thread(looks_unfinished, path)
-        except OSError:
-            return True  # the import will report it as unreadable
+        assert self.dirs is not None
         seen = self.seen[name]
+        try:
+            fd = await asyncio.to_thread(watchfs.open_file, self.dirs.root, name, seen.file_id)
+        except OSError:
+            return True  # gone or swapped: handle() looks again; unreadable: the import says so
+        try:
+            why = await asyncio.to_thread(looks_unfinished, fd)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
         if why is None or time.monotonic() - seen.since >= UNTERMINATED_GRACE:
             return True
         if self.held.get(name) != seen.file_id:
             self.held[name] = seen.file_id
             log.info(
                 "watch: waiting for %s to be finished (%s); importing it anyway if unchanged for %.0f s",
-                name,
+                shown(name),
                 why,
                 UNTERMINATED_GRACE,
             )
         return False
 
-    async def handle(self, ctx: WatchContext, name: str) -> None:
-        path = self.folder / name
-        fid = self.seen[name].file_id
-        if await asyncio.to_thread(_file_id, path) != fid:
-            return  # changed or gone since the scan: the next scans decide
+    async def _import(self, ctx: WatchContext, name: str, fid: FileId) -> Outcome | None:
+        """The outcome of importing `name`, None when it changed or went since the scan."""
+        assert self.dirs is not None
         try:
-            out = await import_dropped(ctx, path)
+            fd = await asyncio.to_thread(watchfs.open_file, self.dirs.root, name, fid)
+        except OSError as exc:
+            if _gone(exc):
+                return None  # the next scans decide
+            return Outcome(name, utc_now(), error=f"unreadable: {exc.strerror or exc}")
+        try:
+            return await import_dropped(ctx, fd, name)
+        finally:
+            os.close(fd)
+
+    async def handle(self, ctx: WatchContext, name: str) -> None:
+        assert self.dirs is not None
+        dirs = self.dirs
+        fid = self.seen[name].file_id
+        try:
+            out = await self._import(ctx, name, fid)
         except StoreError as exc:
             # The file is fine and nothing was written: try again later.
             delay = min(RETRY_MAX, max(self.retry.get(name, (0.0, 0.0))[1] * 2, 1.0))
             self.retry[name] = (time.monotonic() + delay, delay)
-            log.error("watch: %s not imported, the store failed (retrying in %.0f s): %s", name, delay, exc)
+            log.error("watch: %s not imported, the store failed (retrying in %.0f s): %s", shown(name), delay, exc)
             return
         except Exception as exc:  # a bug must not stop the watcher, nor make it retry forever
-            log.exception("watch: %s: unexpected error", name)
+            log.exception("watch: %s: unexpected error", shown(name))
             out = Outcome(name, utc_now(), error=f"internal error: {type(exc).__name__}: {exc}")
+        if out is None:
+            return
         self.retry.pop(name, None)
-        if await asyncio.to_thread(_file_id, path) != fid:
-            log.warning("watch: %s changed while it was imported; importing it again once it is stable", name)
+        if await asyncio.to_thread(watchfs.current_id, dirs.root, name) != fid:
+            log.warning("watch: %s changed while it was imported; importing it again once it is stable", shown(name))
             del self.seen[name]
             return
-        moved, move_error = await asyncio.to_thread(file_away, self.folder, path, out)
-        where = f"{out.target}/{moved.name}" if moved is not None else f"left in place ({move_error})"
+        moved, move_error = await asyncio.to_thread(file_away, self.folder, dirs, name, out)
+        where = f"{out.target}/{shown(moved.name)}" if moved is not None else f"left in place ({move_error})"
         if moved is None:
             self.handled[name] = fid
         self.seen.pop(name, None)
         s = out.stats
         if out.error is None and out.result is not None:
             log.info(
-                "watch: imported %s: %d rows, %d added, %d duplicates, %d invalid, source %r, %.1fs -> %s",
-                name,
+                'watch: imported %s: %d rows, %d added, %d duplicates, %d invalid, source "%s", %.1fs -> %s',
+                shown(name),
                 s.rows,
                 out.result.added,
                 out.result.duplicates,
                 s.invalid,
-                path.stem,
+                shown(Path(name).stem),
                 out.seconds,
                 where,
             )
         else:
-            log.error("watch: %s not imported: %s -> %s", name, out.error, where)
+            log.error("watch: %s not imported: %s -> %s", shown(name), out.error, where)
         if move_error is not None:
-            log.error("watch: %s: %s; it will not be imported again until it changes", name, move_error)
+            log.error("watch: %s: %s; it will not be imported again until it changes", shown(name), move_error)
 
 
 async def watch_folder(ctx: WatchContext) -> None:
@@ -379,20 +320,25 @@ async def watch_folder(ctx: WatchContext) -> None:
     interval; with no folder configured the watcher idles.
     """
     watcher: Watcher | None = None
-    while True:
-        settings = ctx.settings.watch
-        if settings.folder is None:
-            watcher = None
-        else:
-            if watcher is None or watcher.folder != settings.folder:
-                watcher = Watcher(settings.folder)
-                log.info("watching %s every %g s", settings.folder, settings.interval)
-            try:
-                for name in await watcher.scan(settings.interval):
-                    if await watcher.complete(name):
-                        await watcher.handle(ctx, name)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # keep watching: the next round may succeed
-                log.exception("watch folder %s: unexpected error", settings.folder)
-        await asyncio.sleep(settings.interval)
+    try:
+        while True:
+            settings = ctx.settings.watch
+            if watcher is not None and watcher.folder != settings.folder:
+                watcher.close()
+                watcher = None
+            if settings.folder is not None:
+                if watcher is None:
+                    watcher = Watcher(settings.folder)
+                    log.info("watching %s every %g s", settings.folder, settings.interval)
+                try:
+                    for name in await watcher.scan(settings.interval):
+                        if await watcher.complete(name):
+                            await watcher.handle(ctx, name)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # keep watching: the next round may succeed
+                    log.exception("watch folder %s: unexpected error", settings.folder)
+            await asyncio.sleep(settings.interval)
+    finally:
+        if watcher is not None:
+            watcher.close()

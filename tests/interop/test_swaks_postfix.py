@@ -34,6 +34,7 @@ pytestmark = pytest.mark.interop
 SENDER = "sales@corp.example"
 ALLOWED = "bob@ok.example"
 SUPPRESSED = "jane.doe@example.com"
+LOGIN = ("--auth", "PLAIN", "--auth-user", USER, "--auth-password", PASSWORD)  # swaks options
 _tokens = itertools.count(1)
 
 
@@ -184,12 +185,7 @@ async def test_auth_plain_with_a_local_account(make_relay: RelayFactory, postfix
     port = relay.endpoints[0].port
     run = await swaks(
         port,
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        USER,
-        "--auth-password",
-        PASSWORD,
+        *LOGIN,
         "--from",
         SENDER,
         "--to",
@@ -270,12 +266,7 @@ async def test_team_server_tls_both_ways(
         "--tls-verify",
         "--tls-ca-path",
         str(certs.ca_file),
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        USER,
-        "--auth-password",
-        PASSWORD,
+        *LOGIN,
         "--from",
         SENDER,
         "--to",

@@ -6,6 +6,7 @@ it (relay, CLI, watched folder) sees only the `Store` protocol.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,13 +15,14 @@ from smtpguard.suppression.store.base import (
     AddResult,
     EntryRow,
     Event,
+    Rows,
     Stats,
     Store,
-    StoredEntry,
     StoreError,
     utc_now,
     utc_today,
 )
+from smtpguard.suppression.store.memory import MemoryStore
 from smtpguard.suppression.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -30,23 +32,32 @@ __all__ = [
     "AddResult",
     "EntryRow",
     "Event",
+    "MemoryStore",
+    "Rows",
     "SQLiteStore",
     "Stats",
     "Store",
     "StoreError",
-    "StoredEntry",
     "connect",
     "open_store",
     "utc_now",
     "utc_today",
 ]
 
+log = logging.getLogger("smtpguard.store")
+
 
 async def open_store(path: Path | str, rules: MatchRules, *, create: bool = True) -> SQLiteStore:
-    """Open the store and bring its keys in line with the matching rules."""
-    store = await SQLiteStore.open(path, create=create)
+    """The SQLite list at `path`; `rules` are kept with it only when it is new.
+
+    Keys made by an older smtpguard are brought up to date (same rules).
+    """
+    from smtpguard.suppression.rules import change_rules
+
+    store = await SQLiteStore.open(path, create=create, rules=rules)
     try:
-        await store.ensure_rules(rules)
+        if store.stale_keys:
+            await change_rules(store, await store.rules())
     except BaseException:
         await store.close()
         raise
@@ -54,5 +65,15 @@ async def open_store(path: Path | str, rules: MatchRules, *, create: bool = True
 
 
 async def connect(settings: Settings, *, create: bool = True) -> Store:
-    """The store the configuration names (`create=False`: it must exist already)."""
-    return await open_store(settings.store.path, settings.matching, create=create)
+    """The store the configuration names (`create=False`: it must exist already).
+
+    A list that differs from the configuration's [matching] keeps its own
+    rules: one warning says so, nothing is re-keyed.
+    """
+    from smtpguard.suppression.rules import mismatch
+
+    store = await open_store(settings.store.path, settings.matching, create=create)
+    warning = mismatch(await store.rules(), settings.matching, settings.store.path)
+    if warning is not None:
+        log.warning("%s", warning)
+    return store

@@ -1,13 +1,13 @@
 """The store interface: the suppression list, the audit log and local users.
 
 Every backend (SQLite today, PostgreSQL for several relays) implements
-`Store` and passes the same tests (tests/test_store.py).
+`Store` and passes the same contract tests (tests/store/test_contract.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
@@ -21,7 +21,7 @@ class StoreError(RuntimeError):
 
 
 class EntryRow(NamedTuple):
-    """A new entry as written: a tuple, so a million of them stay cheap."""
+    """One entry of the list, as written and as read: a tuple, so a million stay cheap."""
 
     key: str
     kind: Kind
@@ -31,19 +31,20 @@ class EntryRow(NamedTuple):
     added: str  # ISO 8601 UTC, seconds
     expires: str | None  # YYYY-MM-DD: no longer blocks from that day on (UTC)
 
-
-@dataclass(frozen=True, slots=True)
-class StoredEntry:
-    key: str
-    kind: Kind
-    original: str
-    source: str
-    reason: str
-    added: str
-    expires: str | None
-
     def active(self, today: str) -> bool:
         return self.expires is None or self.expires > today
+
+
+# An EntryRow's fields as a plain tuple. Chunks of a big import hold these:
+# the GC stops tracking an exact tuple of strings, not a NamedTuple, and
+# thousands of tracked rows alive at once would set off full collections
+# (100-400 ms pauses of the relay in a large process).
+RowTuple = tuple[str, Kind, str, str, str, str, str | None]
+
+# What an import hands the store: rows (small lists, tests) or chunks read in
+# a worker thread (suppression.ingest), so that no backend ever parses a
+# file on the event loop.
+Rows = Iterable[EntryRow] | AsyncIterable[Sequence[RowTuple]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +87,7 @@ def utc_today() -> str:
     return dt.datetime.now(dt.UTC).date().isoformat()
 
 
-def most_specific(found: Iterable[StoredEntry], keys: Sequence[str], today: str) -> StoredEntry | None:
+def most_specific(found: Iterable[EntryRow], keys: Sequence[str], today: str) -> EntryRow | None:
     """The active entry whose key comes first in `keys` (address, then domains)."""
     by_key = {e.key: e for e in found if e.active(today)}
     for key in keys:
@@ -96,16 +97,35 @@ def most_specific(found: Iterable[StoredEntry], keys: Sequence[str], today: str)
 
 
 class Store(Protocol):
+    """What the relay, the CLI and the watched folder may ask of a backend.
+
+    The matching rules belong to the list: set when it is created, changed
+    only through `set_rules` (see suppression.rules), and `rules()` always
+    answers the list's current ones, also after another process changed them.
+    """
+
+    # True when add_entries reads a plain iterable of rows in a worker thread
+    # of its own (SQLite: inside executemany, in aiosqlite's thread): ingest
+    # then hands it the file's rows as they are parsed; otherwise ingest parses
+    # in a thread and hands over chunks. Either way, never on the event loop.
+    rows_in_thread: bool
+
     async def close(self) -> None: ...
 
-    async def ensure_rules(self, rules: MatchRules) -> int:
-        """Re-key the list if it was built under other matching rules; rows changed."""
+    async def rules(self) -> MatchRules:
+        """The list's own matching rules (fresh: a change by another process is seen)."""
         ...
 
-    async def add_entries(self, rows: Iterable[EntryRow], *, commit: bool = True) -> AddResult:
+    async def set_rules(self, rules: MatchRules, moves: Mapping[str, str | None]) -> None:
+        """In one transaction: store `rules` and move each entry from key `old` to
+        `moves[old]` (None: drop it). The new keys must not collide (the caller
+        decides which of two merging entries stays)."""
+        ...
+
+    async def add_entries(self, rows: Rows, *, commit: bool = True) -> AddResult:
         """Write new entries in one transaction; existing keys are kept as they are.
 
-        `rows` may be a generator that raises: then nothing is written.
+        `rows` may raise while being read: then nothing is written.
         `commit=False` counts what would be added and rolls back (dry runs).
         """
         ...
@@ -114,7 +134,7 @@ class Store(Protocol):
         """Remove entries by key; returns the keys that were there."""
         ...
 
-    async def match(self, keys: Sequence[str], today: str | None = None) -> StoredEntry | None:
+    async def match(self, keys: Sequence[str], today: str | None = None) -> EntryRow | None:
         """The most specific active entry among `keys` (see addresses.lookup_keys)."""
         ...
 
@@ -122,7 +142,9 @@ class Store(Protocol):
         """How many entries the list holds (expired ones included)."""
         ...
 
-    def entries(self, source: str | None = None, search: str | None = None) -> AsyncIterator[StoredEntry]: ...
+    def entries(self, source: str | None = None, search: str | None = None) -> AsyncIterator[EntryRow]:
+        """Entries ordered by key; `search` is a case-insensitive substring of key or original."""
+        ...
 
     async def stats(self, since: str) -> Stats: ...
 

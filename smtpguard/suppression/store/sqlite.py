@@ -1,244 +1,275 @@
 """SQLite store: aiosqlite for writes and listings, WAL so readers never wait.
 
 The RCPT lookup is the hot path: it uses its own plain `sqlite3` connection
-on the event-loop thread, because one indexed point query (~10 µs) costs far
-less than aiosqlite's hand-off to its worker thread (~100 µs). WAL mode means
-it never waits for an import in progress, and each query sees the latest
-committed list, so an import takes effect at the next RCPT.
+and its own single thread, with a deadline (`LOOKUP_TIMEOUT`): a lock held
+from outside can make SQLite wait seconds (its WAL read-lock retry loop
+ignores busy_timeout), and the relay must answer 451 in milliseconds
+instead, never stall. WAL mode means it never waits for an import in
+progress, and each query sees the latest committed list, so an import takes
+effect at the next RCPT.
+
+The file is the list: every call first checks (one `stat`) that the path
+still names the file that is open. A list replaced on disk (`mv`, an atomic
+copy, `rm`) is reopened; a missing one fails closed with StoreError rather
+than answering from the deleted file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import astuple
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import aiosqlite
 
-from smtpguard.suppression.addresses import AddressError, MatchRules, rekey
+from smtpguard.suppression.addresses import DEFAULT_RULES, MatchRules
 
-from .base import (
-    AddResult,
-    EntryRow,
-    Event,
-    Stats,
-    StoredEntry,
-    StoreError,
-    most_specific,
-    utc_now,
-    utc_today,
-)
+from .base import AddResult, EntryRow, Event, Rows, RowTuple, Stats, StoreError, most_specific, utc_now, utc_today
+from .sqlite_files import describe, identity, list_rules, missing, open_reader, open_writer, store_errors
 
-# Each item moves the schema from version i to i+1 (PRAGMA user_version).
-# Statements are split on semicolons: keep them out of the SQL comments.
-MIGRATIONS: list[str] = [
-    """
-    -- What one import (or one `add`) shares: kept once, not on every row, so a
-    -- million-row list stays ~50 MB and its B-tree fits the page cache.
-    CREATE TABLE batches (
-        id      INTEGER PRIMARY KEY,
-        source  TEXT NOT NULL,
-        reason  TEXT NOT NULL,
-        added   TEXT NOT NULL,
-        expires TEXT             -- YYYY-MM-DD: no longer blocks from that day on
-    );
-    CREATE TABLE entries (
-        key      TEXT PRIMARY KEY,   -- canonical key: the one unique index
-        kind     TEXT NOT NULL CHECK (kind IN ('address', 'domain')),
-        original TEXT,               -- as imported, or NULL when it is the key itself
-        batch    INTEGER NOT NULL REFERENCES batches (id)
-    ) WITHOUT ROWID;
-    CREATE TABLE events (
-        id         INTEGER PRIMARY KEY,
-        time       TEXT NOT NULL,
-        action     TEXT NOT NULL,
-        sender     TEXT NOT NULL,
-        recipient  TEXT NOT NULL,
-        entry      TEXT NOT NULL,
-        source     TEXT NOT NULL,
-        client     TEXT NOT NULL,
-        user       TEXT NOT NULL,
-        message_id TEXT NOT NULL
-    );
-    CREATE INDEX events_time ON events (time);
-    CREATE TABLE users (
-        name    TEXT PRIMARY KEY,
-        hash    TEXT NOT NULL,
-        created TEXT NOT NULL
-    );
-    CREATE TABLE meta (
-        name  TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    );
-    """,
-]
+log = logging.getLogger("smtpguard.store")
+T = TypeVar("T")
 
-# An entry as StoredEntry wants it, from `entries e JOIN batches b`.
+# An entry as EntryRow wants it, from `entries e JOIN batches b`.
 _ENTRY_SELECT = (
     "SELECT e.key, e.kind, coalesce(e.original, e.key), b.source, b.reason, b.added, b.expires"
     " FROM entries e JOIN batches b ON b.id = e.batch"
 )
 _EVENT_COLUMNS = "time, action, sender, recipient, entry, source, client, user, message_id"
+_INSERT = "INSERT OR IGNORE INTO entries (key, kind, original, batch) VALUES (?,?,?,?)"
+LOOKUP_TIMEOUT = 0.25  # seconds inside SQLite; then the lookup fails closed (StoreError -> 451)
+LOOKUP_LIMIT = 2.0  # seconds in all, waiting for the lookup thread included
+RULES_RECHECK = 1.0  # seconds between checks for a rules change by another process
 
 
-def _entry(row: Sequence[Any]) -> StoredEntry:
-    return StoredEntry(*row)
+def _entry(row: Sequence[object]) -> EntryRow:
+    return EntryRow._make(row)
 
 
 class _Cancelled(Exception):
     """Raised inside the row generator when the import's task was cancelled."""
 
 
-def _describe(path: Path, exc: BaseException) -> StoreError:
-    return StoreError(f"store {path}: {exc}")
-
-
-@contextmanager
-def _store_errors(path: Path) -> Iterator[None]:
-    # Callers (CLI, relay) catch StoreError only: a bare sqlite3.Error would be
-    # a traceback in the CLI and an unanswered RCPT in the relay.
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise _describe(path, exc) from None
-
-
 class SQLiteStore:
     """The suppression list in one SQLite file (see module docstring)."""
 
-    def __init__(self, path: Path, db: aiosqlite.Connection, reader: sqlite3.Connection) -> None:
+    # executemany pulls plain iterables in aiosqlite's thread, one row at a
+    # time: parsing there, each row freed as soon as written, is ~15% faster
+    # than chunks from another thread and keeps the event loop's pauses at
+    # ~10 ms during a big import (chunks: ~200 ms, from GIL and GC pressure).
+    rows_in_thread = True
+
+    def __init__(self, path: Path, db: aiosqlite.Connection, reader: sqlite3.Connection, rules: MatchRules) -> None:
         self.path = path
         self._db = db
         self._reader = reader
+        self._ident = identity(path)
+        self._rules = rules
+        self._data_version = -1
+        self._rules_checked = 0.0
+        self._busy_since: float | None = None  # when the lookup thread's query began
+        self._lookups = ThreadPoolExecutor(1, thread_name_prefix="smtpguard-lookup")
         self._match_sql: dict[int, str] = {}
         # One connection serves every writer (import, audit, users): without
         # this lock a second BEGIN would fail, or a lone statement would join
-        # another caller's open transaction.
+        # another caller's open transaction. Reopening takes it too.
         self._tx = asyncio.Lock()
-
-    @asynccontextmanager
-    async def _transaction(self, *, commit: bool = True) -> AsyncIterator[None]:
-        """BEGIN IMMEDIATE .. COMMIT (ROLLBACK on error or when not `commit`)."""
-        async with self._tx:
-            with _store_errors(self.path):
-                await self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):  # keep the first error
-                        await self._db.execute("ROLLBACK")
-                    raise
-                await self._db.execute("COMMIT" if commit else "ROLLBACK")
+        self.stale_keys = False  # keys made by an older smtpguard: re-key before use
 
     @classmethod
-    async def open(cls, path: Path | str, *, create: bool = True) -> SQLiteStore:
-        """Open (and create or migrate) the store at `path`."""
+    async def open(cls, path: Path | str, *, create: bool = True, rules: MatchRules = DEFAULT_RULES) -> SQLiteStore:
+        """Open (and create or migrate) the store at `path`; a new list keeps `rules`."""
         path = Path(path)
         if not create and not path.exists():
-            raise StoreError(f"store {path}: no such file (import a list first, or check --db)")
-        try:
-            if create:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            db = await aiosqlite.connect(path, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
-            raise _describe(path, exc) from None
-        try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=NORMAL")
-            await db.execute("PRAGMA busy_timeout=10000")
-            # 64 MiB page cache for the writer: a million random keys into a
-            # ~140 MB B-tree thrash the 2 MB default (import 1M rows: 15 s -> 12 s).
-            # Pages are only allocated when an import actually touches them.
-            await db.execute("PRAGMA cache_size=-65536")
-            await cls._migrate(db)
-            reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            reader.execute("PRAGMA busy_timeout=200")
-            # Memory-mapped reads: a lookup touches 3-4 pages of a large list;
-            # mapping them spares a read() syscall each (1M entries: 34 -> ~18 µs).
-            reader.execute("PRAGMA mmap_size=1073741824")
-            reader.execute("PRAGMA query_only=ON")
-        except sqlite3.Error as exc:
-            await db.close()
-            raise _describe(path, exc) from None
-        return cls(path, db, reader)
-
-    @staticmethod
-    async def _migrate(db: aiosqlite.Connection) -> None:
-        async with db.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        version = int(row[0]) if row else 0
-        if version > len(MIGRATIONS):
-            raise sqlite3.DatabaseError(
-                f"schema version {version} is newer than this smtpguard knows ({len(MIGRATIONS)}); upgrade smtpguard"
-            )
-        for target in range(version + 1, len(MIGRATIONS) + 1):
-            await db.execute("BEGIN IMMEDIATE")
+            raise missing(path)
+        if create:
             try:
-                for statement in MIGRATIONS[target - 1].split(";"):
-                    if statement.strip():
-                        await db.execute(statement)
-                await db.execute(f"PRAGMA user_version={target}")
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise describe(path, exc) from None
+        db = await open_writer(path)
+        try:
+            with store_errors(path):
+                stored, current = await list_rules(db, rules)
+            reader = open_reader(path)
+        except BaseException:
+            await db.close()
+            raise
+        store = cls(path, db, reader, stored)
+        store.stale_keys = not current
+        return store
 
     async def close(self) -> None:
-        self._reader.close()
+        await self._close_reader()
+        self._lookups.shutdown(wait=False)
         await self._db.close()
+
+    async def _close_reader(self) -> None:
+        # In the lookup thread, after any lookup still running there.
+        with contextlib.suppress(sqlite3.Error, RuntimeError):
+            await asyncio.get_running_loop().run_in_executor(self._lookups, self._reader.close)
+
+    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """`query(reader)` in the lookup thread; StoreError when SQLite is stuck in it.
+
+        Stuck means one query inside SQLite for LOOKUP_TIMEOUT: a lock held
+        from outside. A lookup merely waiting for a busy machine to run it is
+        given up to LOOKUP_LIMIT, so that load alone does not answer 451.
+        """
+        reader = self._reader if self._current() else await self._reader_now()
+
+        def timed() -> T:
+            self._busy_since = time.monotonic()
+            try:
+                return query(reader)
+            finally:
+                self._busy_since = None
+
+        loop = asyncio.get_running_loop()
+        if self._stuck():
+            raise self._stuck_error()
+        pending = loop.run_in_executor(self._lookups, timed)
+        end = loop.time() + LOOKUP_LIMIT
+        try:
+            while True:
+                done, _ = await asyncio.wait([pending], timeout=min(LOOKUP_TIMEOUT / 5, end - loop.time()))
+                if done:
+                    return pending.result()
+                if self._stuck() or loop.time() >= end:
+                    pending.cancel()
+                    raise self._stuck_error()
+        except sqlite3.Error as exc:
+            raise describe(self.path, exc) from None
+
+    def _stuck(self) -> bool:
+        since = self._busy_since
+        return since is not None and time.monotonic() - since >= LOOKUP_TIMEOUT
+
+    def _stuck_error(self) -> StoreError:
+        return StoreError(f"store {self.path}: no answer within {LOOKUP_TIMEOUT * 1000:.0f} ms (locked from outside?)")
+
+    # -- the file behind the path --------------------------------------------
+
+    def _current(self) -> bool:
+        return self._ident is not None and identity(self.path) == self._ident
+
+    async def _reopen(self) -> None:
+        """Close the connections to a replaced or removed file; open the new one."""
+        # The old file's -wal keeps its name (the path's) and SQLite does not
+        # checkpoint nor delete it when closing a moved file: the new file
+        # would be read through it. Checkpoint its frames into the old file
+        # and empty it first, then close both connections before opening any.
+        was = self._ident
+        self._ident = None
+        with contextlib.suppress(sqlite3.Error, ValueError):
+            await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        await self._close_reader()
+        with contextlib.suppress(sqlite3.Error, ValueError):
+            await self._db.close()
+        if identity(self.path) is None:
+            if was is not None:
+                log.error("store %s: the list file is gone; lookups fail until it is back", self.path)
+            raise StoreError(f"store {self.path}: the list file is gone (deleted or moved away)")
+        self._db = await open_writer(self.path)
+        try:
+            with store_errors(self.path):
+                self._rules, current = await list_rules(self._db, self._rules)
+            self._reader = open_reader(self.path)
+        except BaseException:
+            await self._db.close()
+            raise
+        self.stale_keys = not current
+        self._data_version = -1
+        self._rules_checked = 0.0
+        self._ident = identity(self.path)
+        log.warning("store %s: the list file was replaced; reopened it", self.path)
+
+    async def _reader_now(self) -> sqlite3.Connection:
+        if not self._current():
+            async with self._tx:
+                if not self._current():
+                    await self._reopen()
+        return self._reader
+
+    async def _writer(self) -> aiosqlite.Connection:
+        await self._reader_now()
+        return self._db
+
+    @asynccontextmanager
+    async def _transaction(self, *, commit: bool = True) -> AsyncIterator[aiosqlite.Connection]:
+        """BEGIN IMMEDIATE .. COMMIT (ROLLBACK on error or when not `commit`)."""
+        async with self._tx:
+            if not self._current():
+                await self._reopen()
+            db = self._db
+            with store_errors(self.path):
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):  # keep the first error
+                        await db.execute("ROLLBACK")
+                    raise
+                await db.execute("COMMIT" if commit else "ROLLBACK")
+
+    # -- matching rules ------------------------------------------------------
+
+    async def rules(self) -> MatchRules:
+        now = time.monotonic()
+        if now - self._rules_checked >= RULES_RECHECK or not self._current():
+            self._rules, self._data_version = await self._read(self._fresh_rules)
+            self._rules_checked = now
+        return self._rules
+
+    def _fresh_rules(self, reader: sqlite3.Connection) -> tuple[MatchRules, int]:
+        # data_version moves when another connection commits: only then
+        # can the rules have changed (one cheap pragma, no table read).
+        version = int(reader.execute("PRAGMA data_version").fetchone()[0])
+        if version != self._data_version:
+            row = reader.execute("SELECT value FROM meta WHERE name = 'rules'").fetchone()
+            if row is not None:
+                return MatchRules.from_tag(str(row[0]))[0], version
+        return self._rules, version
+
+    async def set_rules(self, rules: MatchRules, moves: Mapping[str, str | None]) -> None:
+        async with self._transaction() as db:
+            await db.execute("CREATE TEMP TABLE moves (old TEXT PRIMARY KEY, new TEXT) WITHOUT ROWID")
+            try:
+                await db.executemany("INSERT INTO temp.moves VALUES (?, ?)", moves.items())
+                await db.execute(
+                    "CREATE TEMP TABLE moved AS SELECT m.new AS key, e.kind, coalesce(e.original, e.key) AS original,"
+                    " e.batch FROM entries e JOIN temp.moves m ON m.old = e.key WHERE m.new IS NOT NULL"
+                )
+                await db.execute("DELETE FROM entries WHERE key IN (SELECT old FROM temp.moves)")
+                await db.execute(
+                    "INSERT INTO entries (key, kind, original, batch) SELECT key, kind,"
+                    " CASE WHEN original = key THEN NULL ELSE original END, batch FROM temp.moved"
+                )
+                await db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('rules', ?)", (rules.tag(),))
+            finally:
+                await db.execute("DROP TABLE IF EXISTS temp.moved")
+                await db.execute("DROP TABLE temp.moves")
+        self._rules = rules
+        self._rules_checked = time.monotonic()
+        self.stale_keys = False
 
     # -- the list ----------------------------------------------------------
 
-    async def ensure_rules(self, rules: MatchRules) -> int:
-        with _store_errors(self.path):
-            return await self._ensure_rules(rules)
-
-    async def _ensure_rules(self, rules: MatchRules) -> int:
-        tag = rules.tag()
-        async with self._db.execute("SELECT value FROM meta WHERE name = 'rules'") as cur:
-            row = await cur.fetchone()
-        if row is not None and row[0] == tag:
-            return 0
-        changed = 0
-        async with self._transaction():
-            if row is not None:
-                changed = await self._rekey(rules)
-            await self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('rules', ?)", (tag,))
-        return changed
-
-    async def _rekey(self, rules: MatchRules) -> int:
-        # Rebuild under the new rules; when two entries now share a key the
-        # older one is kept (INSERT OR IGNORE in order of `added`).
-        async with self._db.execute(
-            "SELECT e.key, e.kind, coalesce(e.original, e.key), e.batch"
-            " FROM entries e JOIN batches b ON b.id = e.batch ORDER BY b.added"
-        ) as cur:
-            rows = await cur.fetchall()
-        await self._db.execute("DELETE FROM entries")
-        fresh = []
-        changed = 0
-        for old_key, kind, original, batch in rows:
-            try:
-                key = rekey(original, kind, rules)
-            except AddressError:
-                key = old_key
-            changed += key != old_key
-            fresh.append((key, kind, None if original == key else original, batch))
-        await self._db.executemany("INSERT OR IGNORE INTO entries (key, kind, original, batch) VALUES (?,?,?,?)", fresh)
-        return changed
-
-    async def add_entries(self, rows: Iterable[EntryRow], *, commit: bool = True) -> AddResult:
+    async def add_entries(self, rows: Rows, *, commit: bool = True) -> AddResult:
         offered = 0
         batches: dict[tuple[str, str, str, str | None], int] = {}
         stop = threading.Event()
 
-        def stored(first_id: int) -> Iterator[tuple[str, str, str | None, int]]:
+        def stored(rows: Iterable[RowTuple], first_id: int) -> Iterator[tuple[str, str, str | None, int]]:
             # Runs in aiosqlite's thread, inside executemany: the hot loop of an import.
             nonlocal offered
             get = batches.get
@@ -252,23 +283,25 @@ class SQLiteStore:
                     batch = batches[meta] = first_id + len(batches)
                 yield key, kind, None if original == key else original, batch
 
-        async with self._transaction(commit=commit):
-            async with self._db.execute("SELECT coalesce(max(id), 0) + 1 FROM batches") as cur:
+        async with self._transaction(commit=commit) as db:
+            async with db.execute("SELECT coalesce(max(id), 0) + 1 FROM batches") as cur:
                 row = await cur.fetchone()
-            before = self._db.total_changes
+            first = int(row[0]) if row else 1
+            before = db.total_changes
             try:
-                await self._db.executemany(
-                    "INSERT OR IGNORE INTO entries (key, kind, original, batch) VALUES (?,?,?,?)",
-                    stored(int(row[0]) if row else 1),
-                )
+                if isinstance(rows, AsyncIterable):
+                    async for chunk in rows:
+                        await db.executemany(_INSERT, stored(chunk, first))
+                else:
+                    await db.executemany(_INSERT, stored(rows, first))
             except asyncio.CancelledError:
                 # The rows are read in aiosqlite's thread, which goes on after we
                 # stop waiting: tell it to stop too, or the ROLLBACK (queued
                 # behind it) would wait for the rest of a million-row file.
                 stop.set()
                 raise
-            added = self._db.total_changes - before
-            await self._db.executemany(
+            added = db.total_changes - before
+            await db.executemany(
                 "INSERT INTO batches (id, source, reason, added, expires) VALUES (?,?,?,?,?)",
                 [(batch, *meta) for meta, batch in batches.items()],
             )
@@ -276,29 +309,26 @@ class SQLiteStore:
 
     async def remove(self, keys: Sequence[str]) -> list[str]:
         removed: list[str] = []
-        async with self._transaction():
+        async with self._transaction() as db:
             for key in keys:
-                async with self._db.execute("DELETE FROM entries WHERE key = ? RETURNING key", (key,)) as cur:
+                async with db.execute("DELETE FROM entries WHERE key = ? RETURNING key", (key,)) as cur:
                     if await cur.fetchone() is not None:
                         removed.append(key)
         return removed
 
-    async def match(self, keys: Sequence[str], today: str | None = None) -> StoredEntry | None:
-        # Deliberately synchronous inside: see the module docstring.
+    async def match(self, keys: Sequence[str], today: str | None = None) -> EntryRow | None:
         sql = self._match_sql.get(len(keys))
         if sql is None:
             marks = ",".join("?" * len(keys))
             sql = f"{_ENTRY_SELECT} WHERE e.key IN ({marks})"
             self._match_sql[len(keys)] = sql
-        try:
-            found = self._reader.execute(sql, tuple(keys)).fetchall()
-        except sqlite3.Error as exc:
-            raise _describe(self.path, exc) from None
+        args = tuple(keys)
+        found = await self._read(lambda reader: reader.execute(sql, args).fetchall())
         if not found:
             return None
         return most_specific(map(_entry, found), keys, today or utc_today())
 
-    async def entries(self, source: str | None = None, search: str | None = None) -> AsyncIterator[StoredEntry]:
+    async def entries(self, source: str | None = None, search: str | None = None) -> AsyncIterator[EntryRow]:
         where, args = [], []
         if source is not None:
             where.append("b.source = ?")
@@ -311,34 +341,37 @@ class SQLiteStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY e.key"
-        with _store_errors(self.path):
-            async with self._db.execute(sql, args) as cur:
+        with store_errors(self.path):
+            db = await self._writer()
+            async with db.execute(sql, args) as cur:
                 while batch := await cur.fetchmany(2000):
                     for row in batch:
                         yield _entry(row)
 
     async def count(self) -> int:
-        with _store_errors(self.path):
-            async with self._db.execute("SELECT count(*) FROM entries") as cur:
+        with store_errors(self.path):
+            db = await self._writer()
+            async with db.execute("SELECT count(*) FROM entries") as cur:
                 row = await cur.fetchone()
             return int(row[0]) if row else 0
 
     async def stats(self, since: str) -> Stats:
-        with _store_errors(self.path):
+        with store_errors(self.path):
+            db = await self._writer()
             today = utc_today()
-            async with self._db.execute(
+            async with db.execute(
                 "SELECT b.source, e.kind, count(*) FROM entries e JOIN batches b ON b.id = e.batch"
                 " GROUP BY b.source, e.kind ORDER BY b.source, e.kind"
             ) as cur:
                 by_source = [(str(r[0]), str(r[1]), int(r[2])) for r in await cur.fetchall()]
-            async with self._db.execute(
+            async with db.execute(
                 "SELECT count(*) FROM entries e JOIN batches b ON b.id = e.batch"
                 " WHERE b.expires IS NOT NULL AND b.expires <= ?",
                 (today,),
             ) as cur:
                 row = await cur.fetchone()
                 expired = int(row[0]) if row else 0
-            async with self._db.execute(
+            async with db.execute(
                 "SELECT action, count(*) FROM events WHERE time >= ? GROUP BY action", (since,)
             ) as cur:
                 actions = {str(r[0]): int(r[1]) for r in await cur.fetchall()}
@@ -349,8 +382,8 @@ class SQLiteStore:
     async def record_events(self, events: Sequence[Event]) -> None:
         if not events:
             return
-        async with self._transaction():
-            await self._db.executemany(
+        async with self._transaction() as db:
+            await db.executemany(
                 f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
                 [astuple(e) for e in events],  # Event's fields are in _EVENT_COLUMNS order
             )
@@ -358,7 +391,8 @@ class SQLiteStore:
     async def events(
         self, since: str | None = None, sender: str | None = None, limit: int | None = None
     ) -> list[Event]:
-        with _store_errors(self.path):
+        with store_errors(self.path):
+            db = await self._writer()
             where, args = [], []
             if since:
                 where.append("time >= ?")
@@ -373,17 +407,17 @@ class SQLiteStore:
             if limit is not None:
                 sql += " LIMIT ?"
                 args.append(str(limit))
-            async with self._db.execute(sql, args) as cur:
+            async with db.execute(sql, args) as cur:
                 rows = await cur.fetchall()
             return [Event(*r) for r in reversed(list(rows))]
 
     # -- local users -------------------------------------------------------
 
     async def set_user(self, name: str, password_hash: str) -> bool:
-        async with self._transaction():
-            async with self._db.execute("SELECT 1 FROM users WHERE name = ?", (name,)) as cur:
+        async with self._transaction() as db:
+            async with db.execute("SELECT 1 FROM users WHERE name = ?", (name,)) as cur:
                 exists = await cur.fetchone() is not None
-            await self._db.execute(
+            await db.execute(
                 "INSERT INTO users (name, hash, created) VALUES (?, ?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET hash = excluded.hash",
                 (name, password_hash, utc_now()),
@@ -392,18 +426,20 @@ class SQLiteStore:
 
     async def remove_user(self, name: str) -> bool:
         async with (
-            self._transaction(),
-            self._db.execute("DELETE FROM users WHERE name = ? RETURNING name", (name,)) as cur,
+            self._transaction() as db,
+            db.execute("DELETE FROM users WHERE name = ? RETURNING name", (name,)) as cur,
         ):
             return await cur.fetchone() is not None
 
     async def user_hash(self, name: str) -> str | None:
-        with _store_errors(self.path):
-            async with self._db.execute("SELECT hash FROM users WHERE name = ?", (name,)) as cur:
+        with store_errors(self.path):
+            db = await self._writer()
+            async with db.execute("SELECT hash FROM users WHERE name = ?", (name,)) as cur:
                 row = await cur.fetchone()
             return str(row[0]) if row else None
 
     async def users(self) -> list[tuple[str, str]]:
-        with _store_errors(self.path):
-            async with self._db.execute("SELECT name, created FROM users ORDER BY name") as cur:
+        with store_errors(self.path):
+            db = await self._writer()
+            async with db.execute("SELECT name, created FROM users ORDER BY name") as cur:
                 return [(str(r[0]), str(r[1])) for r in await cur.fetchall()]

@@ -1,0 +1,77 @@
+"""`config check` and `config show`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from smtpguard.cli.app import Command, config_app
+from smtpguard.cli.options import ConfigOpt, DbOpt, run, settings_for
+from smtpguard.config import SCHEMA, Endpoint, Settings
+
+
+@config_app.command("check", cls=Command)
+def config_check(config_path: ConfigOpt = None, db: DbOpt = None) -> None:
+    """Validate the configuration and try the upstream connection (connect, TLS, EHLO)."""
+    from smtpguard.runtime.probe import probe
+    from smtpguard.runtime.safety import relay_problems
+
+    settings = settings_for(config_path, db)
+    typer.echo(f"configuration: {settings.source or 'built-in defaults'}: valid")
+    problems = relay_problems(settings)
+    for p in problems:
+        typer.echo(f"refused: {p}")
+    ok = run(lambda: probe(settings, typer.echo))
+    if problems or not ok:
+        raise typer.Exit(1)
+
+
+def toml_value(value: Any) -> str | None:
+    """A setting as a TOML value; None when it is unset (TOML has no null)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(json.dumps(str(v)) for v in value) + "]"
+    if isinstance(value, Path | Endpoint | str):
+        return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def show_lines(settings: Settings, *, everything: bool) -> list[str]:
+    """The effective configuration as TOML: the values that differ from the defaults, or all of them.
+
+    Only the settings themselves are printed: the upstream password stays in
+    its password_file, which is shown by path.
+    """
+    defaults = Settings()
+    lines = [f"# smtpguard configuration: {settings.source or 'built-in defaults'}"]
+    for section, keys in SCHEMA.items():
+        body = []
+        for key in keys:
+            value = getattr(getattr(settings, section), key)
+            if not everything and value == getattr(getattr(defaults, section), key):
+                continue
+            text = toml_value(value)
+            body.append(f"{key} = {text}" if text is not None else f"# {key} is not set")
+        if body:
+            lines += ["", f"[{section}]", *body]
+    return lines
+
+
+@config_app.command("show", cls=Command)
+def config_show(
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Every setting, defaults included.")] = False,
+    config_path: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Print the effective configuration as TOML (like postconf -n; --all for every value)."""
+    settings = settings_for(config_path, db)
+    for line in show_lines(settings, everything=all_):
+        typer.echo(line)

@@ -1,0 +1,311 @@
+"""The service layer: what the CLI and the HTTP API both do with the list.
+
+Pure orchestration over the `Store` protocol: validation of user input,
+then the store call, then a typed result. No printing and no typer here;
+the front ends render the results. Bad input raises `InvalidInput` with one
+line naming what is wrong, before anything is written.
+
+Store access stays in `open_service` and in the `Service` methods, so a
+change of the store's types touches this file only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from smtpguard.suppression.addresses import AddressError, Entry, Kind, MatchRules, parse_entry
+from smtpguard.suppression.formats import ImportFormatError, Reject
+from smtpguard.suppression.store import EntryRow, Event, Store, connect, utc_now
+from smtpguard.suppression.verdict import check_address
+
+if TYPE_CHECKING:
+    from smtpguard.config import Settings
+
+STATS_DAYS = 30
+
+
+class InvalidInput(ValueError):
+    """Input the user typed is unusable; the message is one line saying why."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One address checked: blocked or not, and by which entry."""
+
+    address: str
+    blocked: bool
+    entry: str | None = None
+    key: str | None = None
+    kind: Kind | None = None
+    source: str | None = None
+    reason: str | None = None
+    added: str | None = None
+    expires: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    entry: str
+    key: str
+    kind: Kind
+    added: bool  # False: it was listed already
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveResult:
+    entry: str
+    key: str
+    removed: bool  # False: it was not listed
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """One file imported (or counted, on a dry run)."""
+
+    file: str
+    source: str
+    rows: int
+    added: int
+    duplicates: int
+    invalid: int
+    rejects: tuple[Reject, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceCount:
+    source: str
+    kind: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatsResult:
+    entries: tuple[SourceCount, ...]
+    total: int
+    expired: int
+    events_last_30_days: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    name: str
+    created: str
+
+
+def parse_date(text: str | None, option: str) -> str | None:
+    """A YYYY-MM-DD date (normalised), or None."""
+    if text is None:
+        return None
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise InvalidInput(f"{option} must be a date YYYY-MM-DD, got {text!r}") from None
+
+
+def parse_since(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(
+            f"--since must be a date or time like 2026-11-01 or 2026-11-01T09:00, got {text!r}"
+        ) from None
+    return text
+
+
+def check_user_name(name: str) -> None:
+    if not name or any(c.isspace() or c == ":" for c in name):
+        raise InvalidInput(f"user name {name!r} must not be empty or hold spaces")
+
+
+DELIMITERS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+
+
+@contextmanager
+def recoded(path: Path, encoding: str | None, delimiter: str | None) -> Iterator[Path]:
+    """`path`, or a private UTF-8, comma-separated copy when the user overrides detection.
+
+    The import reads the copy with its usual detection, which then finds
+    UTF-8 and commas; rows keep their line numbers (one row, one line).
+    """
+    if encoding is None and delimiter is None:
+        yield path
+        return
+    import codecs
+    import csv
+    import tempfile
+
+    from smtpguard.suppression.formats import SAMPLE_BYTES, detect_encoding
+
+    if delimiter is not None:
+        delimiter = DELIMITERS.get(delimiter.lower(), delimiter)
+        if len(delimiter) != 1:
+            raise InvalidInput(f"--delimiter must be one character (or tab), got {delimiter!r}")
+    with path.open("rb") as fh:
+        head = fh.read(SAMPLE_BYTES)
+    if head.startswith(b"PK\x03\x04"):
+        raise InvalidInput(f"{path}: --encoding and --delimiter apply to CSV and text files, not to XLSX workbooks")
+    if encoding is None:
+        encoding = detect_encoding(head, final=len(head) < SAMPLE_BYTES)
+        if encoding == "binary":
+            encoding = "cp1252"
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise InvalidInput(f"--encoding {encoding!r} is not an encoding Python knows (try utf-8 or cp1252)") from None
+    with tempfile.TemporaryDirectory(prefix="smtpguard-") as folder:
+        copy = Path(folder) / path.name
+        with (
+            path.open(encoding=encoding, errors="replace", newline="") as src,
+            copy.open("w", encoding="utf-8", newline="") as dst,
+        ):
+            if delimiter is None:
+                dst.writelines(src)
+            else:
+                csv.writer(dst, lineterminator="\n").writerows(csv.reader(src, delimiter=delimiter))
+        try:
+            yield copy
+        except ImportFormatError as exc:  # name the user's file, not the copy
+            raise ImportFormatError(str(exc).replace(str(copy), str(path))) from None
+
+
+class Service:
+    """The list operations over one open store and the matching rules."""
+
+    def __init__(self, store: Store, rules: MatchRules) -> None:
+        self.store = store
+        self.rules = rules
+
+    def parse_entries(self, texts: Sequence[str]) -> list[Entry]:
+        """Entries as typed by a user; the first bad one stops everything."""
+        out = []
+        for text in texts:
+            try:
+                out.append(parse_entry(text, self.rules))
+            except AddressError as exc:
+                raise InvalidInput(f"{text!r} is not an address or domain: {exc}") from None
+        return out
+
+    async def check(self, addresses: Sequence[str]) -> list[CheckResult]:
+        out = []
+        for a in addresses:
+            try:
+                hit = await check_address(self.store, a)
+            except AddressError as exc:
+                raise InvalidInput(f"{a!r} is not a valid address: {exc}") from None
+            if hit is None:
+                out.append(CheckResult(a, False))
+            else:
+                out.append(
+                    CheckResult(
+                        a, True, hit.original, hit.key, hit.kind, hit.source, hit.reason, hit.added, hit.expires
+                    )
+                )
+        return out
+
+    async def add(
+        self, texts: Sequence[str], *, source: str, reason: str, expires: str | None = None
+    ) -> list[AddResult]:
+        expiry = parse_date(expires, "--expires")
+        entries = self.parse_entries(texts)
+        now = utc_now()
+        out = []
+        for e in entries:
+            r = await self.store.add_entries([EntryRow(e.key, e.kind, e.original, source, reason, now, expiry)])
+            out.append(AddResult(e.original, e.key, e.kind, bool(r.added)))
+        return out
+
+    async def remove(self, texts: Sequence[str]) -> list[RemoveResult]:
+        keys = [(e.original, e.key) for e in self.parse_entries(texts)]
+        removed = set(await self.store.remove([k for _, k in keys]))
+        return [RemoveResult(t, k, k in removed) for t, k in keys]
+
+    async def import_file(
+        self,
+        path: Path,
+        *,
+        source: str | None = None,
+        reason: str = "unsubscribed",
+        expires: str | None = None,
+        column: str | None = None,
+        dry_run: bool = False,
+        progress: Callable[[int], None] | None = None,
+        encoding: str | None = None,
+        delimiter: str | None = None,
+    ) -> ImportResult:
+        """Import one file in one transaction (ImportFormatError, OSError: nothing written).
+
+        `encoding` and `delimiter` override detection (CSV and text files only).
+        """
+        from smtpguard.suppression.ingest import import_file
+
+        expiry = parse_date(expires, "--expires")
+        with recoded(path, encoding, delimiter) as readable:
+            done = await import_file(
+                self.store, readable, source=source or path.stem, reason=reason,
+                expires=expiry, column=column, commit=not dry_run, progress=progress,
+            )  # fmt: skip
+        return ImportResult(
+            str(path),
+            done.source,
+            done.stats.rows,
+            done.result.added,
+            done.result.duplicates,
+            done.stats.invalid,
+            tuple(done.rejects),
+        )
+
+    async def entries(self, source: str | None = None, search: str | None = None) -> AsyncGenerator[EntryRow]:
+        """The list's entries, streamed (list, export).
+
+        Close it (`contextlib.aclosing`) when stopping early: the store's own
+        cursor is then closed before the store is.
+        """
+        found = self.store.entries(source=source, search=search)
+        try:
+            async for e in found:
+                yield e
+        finally:
+            aclose = getattr(found, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def log(self, since: str | None = None, sender: str | None = None, limit: int | None = 100) -> list[Event]:
+        return await self.store.events(since=parse_since(since), sender=sender, limit=limit)
+
+    async def stats(self, days: int = STATS_DAYS) -> StatsResult:
+        since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=days)).isoformat(timespec="seconds")
+        s = await self.store.stats(since)
+        rows = tuple(SourceCount(src, k, c) for src, k, c in s.entries_by_source_kind)
+        return StatsResult(rows, sum(r.count for r in rows), s.expired, dict(s.events_by_action))
+
+    async def users(self) -> list[User]:
+        return [User(n, c) for n, c in await self.store.users()]
+
+    async def set_user(self, name: str, password: str) -> bool:
+        """Create an account or change its password; True when it is new."""
+        from smtpguard.passwords import hash_password
+
+        check_user_name(name)
+        if not password:
+            raise InvalidInput("the password is empty")
+        return await self.store.set_user(name, hash_password(password))
+
+    async def remove_user(self, name: str) -> bool:
+        return await self.store.remove_user(name)
+
+
+@asynccontextmanager
+async def open_service(settings: Settings, *, create: bool = True) -> AsyncIterator[Service]:
+    """The configured store behind a `Service`, closed on the way out whatever happens."""
+    store = await connect(settings, create=create)
+    try:
+        yield Service(store, await store.rules())  # the list keys its own way
+    finally:
+        await store.close()

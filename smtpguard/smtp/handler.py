@@ -1,0 +1,44 @@
+"""The aiosmtpd handler: one `RelayHandler` for all sessions, its hooks gathered.
+
+AUTH is in auth.py, MAIL/DATA/RSET/QUIT in transaction.py, the decision on
+each recipient in recipient.py.  Every hook catches its own failures and
+answers 4xx: aiosmtpd's default for an exception is a permanent 500 that
+leaks internals (aiosmtpd 1.4.6, smtp.py `_call_handler_hook`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiosmtpd.smtp import Envelope, Session
+
+from smtpguard import replies
+from smtpguard.smtp.auth import AuthHooks
+from smtpguard.smtp.recipient import RecipientHook
+from smtpguard.smtp.session import RelaySession
+from smtpguard.smtp.transaction import TransactionHooks
+
+log = logging.getLogger("smtpguard.relay")
+
+
+class RelayHandler(AuthHooks, RecipientHook, TransactionHooks):
+    """The aiosmtpd handler (the policy); `session.RelaySession` is the protocol."""
+
+    async def handle_EHLO(
+        self, server: RelaySession, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if server.txn is not None:
+            self.end_transaction(server)
+            await self.rset_upstream(server)
+        lines = list(responses[:-1])
+        if self.ctx.settings.server.auth == "none":
+            lines = [line for line in lines if not line.startswith("250-AUTH")]
+        lines += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+        server.ehlo_lines = len(lines)
+        return lines
+
+    async def handle_exception(self, error: Exception) -> str:
+        # Must be async and return a string (aiosmtpd 1.4.6); 4xx, never a 500.
+        log.error("session error: %s: %s", type(error).__name__, error)
+        return replies.INTERNAL.say(self.lang)

@@ -1,0 +1,149 @@
+"""The client session's link to the upstream: get it (pool or new), reset it, drop it.
+
+Also the end of a transaction (its audit events), which every hook needs.
+The base of the aiosmtpd handler (`handler.RelayHandler`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiosmtplib
+
+from smtpguard import replies
+from smtpguard.smtp.context import LOST, RelayContext, Transaction
+from smtpguard.smtp.session import RelaySession
+from smtpguard.smtp.upstream import UpstreamUnavailable, close_quietly, connect, describe
+from smtpguard.suppression.store import Event, utc_now
+
+log = logging.getLogger("smtpguard.relay")
+Hook = Callable[..., Awaitable[str]]
+
+
+def answers_4xx(command: str, *, end_transaction: bool = False) -> Callable[[Hook], Hook]:
+    """A hook that never raises: a failure is logged and answered 451 (aiosmtpd
+    would answer a permanent 500 that leaks internals; aiosmtpd 1.4.6, smtp.py
+    `_call_handler_hook`). With `end_transaction`, the transaction ends too."""
+
+    def wrap(hook: Hook) -> Hook:
+        @functools.wraps(hook)
+        async def guarded(self: UpstreamLink, server: RelaySession, *args: Any) -> str:
+            try:
+                return await hook(self, server, *args)
+            except Exception:
+                log.exception("session=%d %s failed", server.sid, command)
+                if end_transaction:
+                    await self.rset_upstream(server)
+                    self.end_transaction(server)
+                return replies.INTERNAL.say(self.lang)
+
+        return guarded
+
+    return wrap
+
+
+class UpstreamLink:
+    """Shared by the handler's hooks: the relay's context and the session's upstream."""
+
+    def __init__(self, ctx: RelayContext) -> None:
+        self.ctx = ctx
+
+    @property
+    def lang(self) -> str:
+        return self.ctx.settings.policy.language
+
+    def end_transaction(self, server: RelaySession, message_id: str = "") -> None:
+        """Write the transaction's audit events and forget it."""
+        txn, server.txn = server.txn, None
+        if txn is None:
+            return
+        now = utc_now()
+        for action, s in txn.events:
+            self.ctx.audit.add(
+                Event(
+                    time=now,
+                    action=action,  # type: ignore[arg-type]
+                    sender=txn.sender,
+                    recipient=s.address,
+                    entry=s.entry.original,
+                    source=s.entry.source,
+                    client=server.client_ip,
+                    user=server.user,
+                    message_id=message_id,
+                )
+            )
+
+    def finish(self, server: RelaySession, txn: Transaction, outcome: str, size: int, message_id: str) -> None:
+        """The message's one log line, then its audit events. Call it last before
+        returning the reply: a graceful stop treats `txn is None` as "reply written"."""
+        log.info(
+            "session=%d message from=<%s> relayed=%d held=%d size=%d outcome=%s message_id=%s user=%s client=%s",
+            server.sid,
+            txn.sender,
+            len(txn.relayed),
+            len(txn.held),
+            size,
+            outcome,
+            message_id or "-",
+            server.user or "-",
+            server.client_ip,
+        )
+        self.end_transaction(server, message_id)
+
+    async def drop_upstream(self, server: RelaySession, why: str) -> None:
+        log.warning("session=%d upstream lost: %s", server.sid, why)
+        up, server.upstream = server.upstream, None
+        if server.txn is not None:
+            server.txn.upstream_lost = True
+        await close_quietly(up, quit=False)
+
+    async def rset_upstream(self, server: RelaySession) -> None:
+        """End the upstream's transaction; a session that will not reset is dropped,
+        never kept (or pooled) with a transaction still open."""
+        up = server.upstream
+        if up is None or not up.is_connected:
+            return
+        try:
+            await up.rset()
+        except aiosmtplib.SMTPResponseException as exc:
+            await self.drop_upstream(server, f"RSET refused: {describe(exc)}")
+        except LOST as exc:
+            await self.drop_upstream(server, describe(exc))
+
+    async def upstream_for(self, server: RelaySession) -> aiosmtplib.SMTP | str:
+        """The session's upstream, connected on first use; a reply text on failure."""
+        up = server.upstream
+        if up is not None:
+            if up.is_connected:
+                return up
+            server.upstream = None
+            await close_quietly(up, quit=False)
+        settings = self.ctx.settings
+        if settings.server.auth == "passthrough":
+            # The upstream session carried the client's login, which cannot be
+            # replayed (the password is never kept). Connecting again without
+            # it would send unauthenticated: make the client reconnect and log in.
+            log.info("session=%d upstream session gone; asking the client to reconnect", server.sid)
+            server.close_after_reply()
+            return replies.RELOGIN.say(self.lang)
+        pooled = self.ctx.pool.take(settings.upstream, server.loop.time())
+        if pooled is not None:
+            server.upstream, server.upstream_key, server.upstream_reused = pooled, settings.upstream, True
+            return pooled
+        try:
+            up = await connect(settings.upstream, settings.server.hostname)
+        except UpstreamUnavailable as exc:
+            log.warning("session=%d upstream %s unreachable: %s", server.sid, settings.upstream.host, exc)
+            return replies.UPSTREAM_DOWN.say(self.lang)
+        if settings.upstream.username:
+            try:
+                await up.login(settings.upstream.username, settings.upstream_password())
+            except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
+                log.error("upstream login as %s failed: %s", settings.upstream.username, describe(exc))
+                await close_quietly(up)
+                return replies.UPSTREAM_DOWN.say(self.lang)
+        server.upstream, server.upstream_key, server.upstream_reused = up, settings.upstream, False
+        return up

@@ -1,0 +1,121 @@
+"""In-memory store: the whole `Store` protocol in dicts, for fast tests.
+
+Nothing survives `close()`; the matching rules are the ones given at creation
+until `set_rules` changes them, exactly as a file would keep them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+
+from smtpguard.suppression.addresses import DEFAULT_RULES, MatchRules
+
+from .base import AddResult, EntryRow, Event, Rows, RowTuple, Stats, most_specific, utc_now, utc_today
+
+
+class MemoryStore:
+    rows_in_thread = False  # plain iterables are read on the caller's thread
+
+    def __init__(self, rules: MatchRules = DEFAULT_RULES) -> None:
+        self._rules = rules
+        self._entries: dict[str, EntryRow] = {}
+        self._events: list[Event] = []
+        self._users: dict[str, tuple[str, str]] = {}  # name -> (hash, created)
+
+    async def close(self) -> None:
+        self._entries.clear()
+
+    async def rules(self) -> MatchRules:
+        return self._rules
+
+    async def set_rules(self, rules: MatchRules, moves: Mapping[str, str | None]) -> None:
+        moved = {old: self._entries.pop(old) for old in moves if old in self._entries}
+        for old, entry in moved.items():
+            new = moves[old]
+            if new is not None:
+                if new in self._entries:
+                    raise ValueError(f"re-keying {old!r} onto {new!r}, which is taken")
+                self._entries[new] = entry._replace(key=new)
+        self._rules = rules
+
+    async def add_entries(self, rows: Rows, *, commit: bool = True) -> AddResult:
+        fresh: dict[str, EntryRow] = {}
+        offered = 0
+
+        def take(chunk: Iterable[RowTuple]) -> None:
+            nonlocal offered
+            for row in chunk:
+                offered += 1
+                if row[0] not in self._entries and row[0] not in fresh:
+                    fresh[row[0]] = row if isinstance(row, EntryRow) else EntryRow._make(row)
+
+        if isinstance(rows, AsyncIterable):
+            async for chunk in rows:
+                take(chunk)
+        else:
+            take(rows)
+        if commit:
+            self._entries.update(fresh)
+        return AddResult(rows=offered, added=len(fresh))
+
+    async def remove(self, keys: Sequence[str]) -> list[str]:
+        return [key for key in keys if self._entries.pop(key, None) is not None]
+
+    async def match(self, keys: Sequence[str], today: str | None = None) -> EntryRow | None:
+        found = [self._entries[k] for k in keys if k in self._entries]
+        return most_specific(found, keys, today or utc_today()) if found else None
+
+    async def count(self) -> int:
+        return len(self._entries)
+
+    async def entries(self, source: str | None = None, search: str | None = None) -> AsyncIterator[EntryRow]:
+        needle = search.lower() if search else None
+        for key in sorted(self._entries):
+            e = self._entries[key]
+            if source is not None and e.source != source:
+                continue
+            if needle is not None and needle not in e.key.lower() and needle not in e.original.lower():
+                continue
+            yield e
+
+    async def stats(self, since: str) -> Stats:
+        today = utc_today()
+        counts: dict[tuple[str, str], int] = {}
+        for e in self._entries.values():
+            counts[e.source, e.kind] = counts.get((e.source, e.kind), 0) + 1
+        expired = sum(1 for e in self._entries.values() if not e.active(today))
+        actions: dict[str, int] = {}
+        for ev in self._events:
+            if ev.time >= since:
+                actions[ev.action] = actions.get(ev.action, 0) + 1
+        return Stats([(s, k, n) for (s, k), n in sorted(counts.items())], expired, actions)
+
+    async def record_events(self, events: Sequence[Event]) -> None:
+        self._events.extend(events)
+
+    async def events(
+        self, since: str | None = None, sender: str | None = None, limit: int | None = None
+    ) -> list[Event]:
+        found = [
+            e
+            for e in self._events
+            if (not since or e.time >= since) and (not sender or e.sender.lower() == sender.lower())
+        ]
+        if limit is not None:
+            found = found[len(found) - limit :] if limit > 0 else []
+        return found
+
+    async def set_user(self, name: str, password_hash: str) -> bool:
+        old = self._users.get(name)
+        self._users[name] = (password_hash, old[1] if old else utc_now())
+        return old is None
+
+    async def remove_user(self, name: str) -> bool:
+        return self._users.pop(name, None) is not None
+
+    async def user_hash(self, name: str) -> str | None:
+        found = self._users.get(name)
+        return found[0] if found else None
+
+    async def users(self) -> list[tuple[str, str]]:
+        return [(name, created) for name, (_, created) in sorted(self._users.items())]
