@@ -97,7 +97,6 @@ async def run(count: int, lookups: int, dsn: str | None, work: Path) -> dict[str
     try:
         store = await PostgresStore.open(dsn, relay="bench")
         try:
-            await store.ensure_rules(MatchRules())
             results["postgresql"] = await measure(store, count, lookups)
         finally:
             await store.close()

@@ -31,7 +31,7 @@ def find_bin_dir() -> Path | None:
         candidates.append(str(Path(initdb).resolve().parent))
     for candidate in filter(None, candidates):
         path = Path(candidate)
-        if all((path / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
+        if all((path / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres", "createdb")):
             return path
     return None
 
@@ -89,6 +89,9 @@ class Cluster:
 
     def start(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "60", "start")
+
+    def create_database(self, name: str) -> None:
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, name)
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")

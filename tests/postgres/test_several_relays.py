@@ -9,9 +9,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from smtpguard.suppression.addresses import MatchRules, parse_entry
+from smtpguard.suppression.addresses import parse_entry
 from smtpguard.suppression.store import EntryRow, Event, StoreError
-from smtpguard.suppression.store.postgres import PostgresStore, describe_server
+from smtpguard.suppression.store.postgres import PostgresStore
+from smtpguard.suppression.store.postgres_connect import describe_server
 
 from .cluster import PASSWORD_USER, SUPERUSER, Cluster, free_port
 
@@ -26,9 +27,7 @@ def event(recipient: str) -> Event:
 
 
 async def open_relay(dsn: str | None, name: str) -> PostgresStore:
-    store = await PostgresStore.open(dsn, relay=name)
-    await store.ensure_rules(MatchRules())
-    return store
+    return await PostgresStore.open(dsn, relay=name)
 
 
 async def test_an_entry_added_through_one_relay_is_matched_by_the_other_at_once(pg_dsn: str) -> None:

@@ -1,4 +1,8 @@
-"""The Store contract: every backend (SQLite file, in memory) passes these."""
+"""The Store contract: every backend (SQLite file, in memory, PostgreSQL) passes these.
+
+The PostgreSQL case runs on a private cluster (tests/postgres/fixtures.py) and is
+skipped, saying why, where the server binaries are not installed.
+"""
 
 from __future__ import annotations
 
@@ -48,11 +52,17 @@ async def blocked_by(store: Store, address: str, rules: MatchRules = RULES, toda
     return None if found is None else found.original
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    s: Store = (
-        MemoryStore(RULES) if request.param == "memory" else await SQLiteStore.open(tmp_path / "s.db", rules=RULES)
-    )
+    s: Store
+    if request.param == "memory":
+        s = MemoryStore(RULES)
+    elif request.param == "postgres":
+        from smtpguard.suppression.store.postgres import PostgresStore
+
+        s = await PostgresStore.open(request.getfixturevalue("pg_dsn"), rules=RULES)
+    else:
+        s = await SQLiteStore.open(tmp_path / "s.db", rules=RULES)
     yield s
     await s.close()
 

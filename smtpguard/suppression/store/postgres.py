@@ -20,17 +20,19 @@ import contextlib
 import itertools
 import os
 import socket
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import astuple
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 
-from smtpguard.suppression.addresses import AddressError, MatchRules, rekey
+from smtpguard.suppression.addresses import DEFAULT_RULES, MatchRules
 
-from .base import AddResult, EntryRow, Event, Stats, StoredEntry, StoreError, most_specific, utc_now, utc_today
+from .base import AddResult, EntryRow, Event, Rows, RowTuple, Stats, most_specific, utc_now, utc_today
+from .postgres_connect import describe_error, describe_server
 from .postgres_schema import SchemaError, migrate
 
 _ENTRY_SELECT = (
@@ -55,6 +57,10 @@ _MERGE = (
     " ON CONFLICT (key) DO NOTHING"
 )
 _RULES_LOCK = "SELECT pg_advisory_xact_lock(hashtext('smtpguard rules'))"
+_RULES_SQL = "SELECT value FROM meta WHERE name = 'rules'"
+RULES_RECHECK = 1.0  # seconds: how soon a rules change made elsewhere is seen
+
+T = TypeVar("T")
 
 # What a server or network failure looks like from asyncpg: all become StoreError.
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
@@ -62,23 +68,72 @@ _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalCli
 _LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, ConnectionResetError)
 
 
-def describe_server(dsn: str | None) -> str:
-    """Where the store is, for messages: host, port and database, never the user's password."""
-    parts = urlsplit(dsn or "")
-    query = parse_qs(parts.query)
-    hosts = parts.netloc.rpartition("@")[2] or ",".join(query.get("host", [])) or os.environ.get("PGHOST", "")
-    if hosts and ":" not in hosts.split(",")[0] and not hosts.startswith("/"):
-        hosts += f":{os.environ.get('PGPORT', '5432')}"
-    database = parts.path.lstrip("/") or os.environ.get("PGDATABASE", "")
-    return f"postgresql://{hosts or 'localhost'}/{database}"
-
-
 class _RowsFailed(Exception):
     """The caller's rows raised: re-raised as it was once the transaction is rolled back."""
 
 
+StagedRecord = tuple[int, str, str, str | None, int]  # seq, key, kind, original (None: the key), batch index
+
+
+class _Staging:
+    """An import's running count and its batches (shared fields -> index from 1)."""
+
+    def __init__(self) -> None:
+        self.offered = 0
+        self.batches: dict[tuple[str, str, str, str | None], int] = {}
+
+    def records(self, rows: Iterable[RowTuple]) -> list[StagedRecord]:
+        # Runs in a worker thread: `rows` may be a file being parsed.
+        out: list[StagedRecord] = []
+        batches = self.batches
+        for key, kind, original, src, reason, added, expires in rows:
+            self.offered += 1
+            meta = (src, reason, added, expires)
+            batch = batches.get(meta)
+            if batch is None:
+                batch = batches[meta] = len(batches) + 1
+            out.append((self.offered, key, kind, None if original == key else original, batch))
+        return out
+
+
+async def _staged(rows: Rows, staging: _Staging) -> AsyncIterator[list[StagedRecord]]:
+    """`rows` as COPY records, _CHUNK at a time, converted off the event loop.
+
+    Whatever the rows raise comes out as _RowsFailed: a file's OSError is the
+    caller's, not a database error.
+    """
+    pending: list[StagedRecord] = []
+    if isinstance(rows, AsyncIterable):
+        chunks = aiter(rows)
+        while True:
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            except Exception as exc:
+                raise _RowsFailed from exc
+            pending += await asyncio.to_thread(staging.records, chunk)
+            if len(pending) >= _CHUNK:
+                yield pending
+                pending = []
+    else:
+        source = iter(rows)
+        while True:
+            try:
+                records = await asyncio.to_thread(staging.records, itertools.islice(source, _CHUNK))
+            except Exception as exc:
+                raise _RowsFailed from exc
+            if not records:
+                break
+            yield records
+    if pending:
+        yield pending
+
+
 class PostgresStore:
     """The suppression list in a PostgreSQL database (see module docstring)."""
+
+    rows_in_thread = False  # ingest hands over chunks parsed in a worker thread
 
     def __init__(self, pool: Any, server: str, secrets: Sequence[str], relay: str, lookup_timeout: float) -> None:
         self._pool = pool
@@ -86,6 +141,9 @@ class PostgresStore:
         self._secrets = [s for s in secrets if s]
         self.relay = relay
         self._lookup_timeout = lookup_timeout
+        self._rules = DEFAULT_RULES
+        self._rules_checked = -RULES_RECHECK
+        self.stale_keys = False  # keys made by an older smtpguard: re-key before use
 
     @classmethod
     async def open(
@@ -93,25 +151,36 @@ class PostgresStore:
         dsn: str | None = None,
         *,
         create: bool = True,
+        rules: MatchRules = DEFAULT_RULES,
         relay: str | None = None,
+        password: str | None = None,
         min_size: int = 1,
         max_size: int = 10,
         connect_timeout: float = 5.0,
         lookup_timeout: float = 1.0,
     ) -> PostgresStore:
-        """Connect (and create or migrate the schema); `relay` names this relay in the audit log."""
+        """Connect (and create or migrate the schema); a new list keeps `rules`.
+
+        `relay` names this relay in the audit log (default: the machine's name).
+        """
         server = describe_server(dsn)
-        secrets = [urlsplit(dsn or "").password or "", os.environ.get("PGPASSWORD", "")]
+        secrets = [urlsplit(dsn or "").password or "", os.environ.get("PGPASSWORD", ""), password or ""]
         try:
             pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, timeout=connect_timeout, reset=_keep_session
+                dsn,
+                password=password,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=connect_timeout,
+                reset=_keep_session,
             )
         except (*_DB_ERRORS, ValueError) as exc:
-            raise _describe(server, secrets, exc) from None
+            raise describe_error(server, secrets, exc) from None
         store = cls(pool, server, secrets, relay or socket.gethostname(), lookup_timeout)
         try:
             async with store._connection() as conn:
                 await migrate(conn, create=create)
+            await store._init_rules(rules)
         except BaseException:
             await store.close()
             raise
@@ -129,7 +198,7 @@ class PostgresStore:
         try:
             yield
         except (*_DB_ERRORS, SchemaError) as exc:
-            raise _describe(self.server, self._secrets, exc) from None
+            raise describe_error(self.server, self._secrets, exc) from None
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
@@ -153,95 +222,82 @@ class PostgresStore:
 
     # -- the list ----------------------------------------------------------------
 
-    async def ensure_rules(self, rules: MatchRules) -> int:
-        tag = rules.tag()
-        async with self._connection() as conn:
-            if await conn.fetchval("SELECT value FROM meta WHERE name = 'rules'") == tag:
-                return 0
+    async def rules(self) -> MatchRules:
+        # Asked at every RCPT: read from the database at most once a second, so that a
+        # change made through another relay is noticed within a second, for one round
+        # trip a second at most.
+        now = time.monotonic()
+        if now - self._rules_checked >= RULES_RECHECK:
+            with self._errors():
+                async with asyncio.timeout(self._lookup_timeout):
+                    tag = await self._fetchval(_RULES_SQL)
+            if tag is not None:
+                self._rules, current = MatchRules.from_tag(str(tag))
+                self.stale_keys = not current
+            self._rules_checked = now
+        return self._rules
+
+    async def _init_rules(self, initial: MatchRules) -> None:
+        """The rules stored with the list; `initial` written when it has none (a new list)."""
+        async with self._transaction() as conn:
+            await conn.execute(_RULES_LOCK)  # several relays may open a new database at once
+            await conn.execute(
+                "INSERT INTO meta (name, value) VALUES ('rules', $1) ON CONFLICT (name) DO NOTHING", initial.tag()
+            )
+        self._rules_checked = -RULES_RECHECK
+        await self.rules()
+
+    async def set_rules(self, rules: MatchRules, moves: Mapping[str, str | None]) -> None:
         async with self._transaction() as conn:
             await conn.execute(_RULES_LOCK)  # another relay may be re-keying right now
-            current = await conn.fetchval("SELECT value FROM meta WHERE name = 'rules'")
-            if current == tag:
-                return 0
-            changed = 0 if current is None else await self._rekey(conn, rules)
             await conn.execute(
-                "INSERT INTO meta (name, value) VALUES ('rules', $1) ON CONFLICT (name) DO UPDATE SET value = $1", tag
+                'CREATE TEMP TABLE smtpguard_moves (old text COLLATE "C" PRIMARY KEY, new text COLLATE "C")'
+                " ON COMMIT DROP"
             )
-            return changed
+            await conn.copy_records_to_table("smtpguard_moves", records=list(moves.items()))
+            await conn.execute(
+                "CREATE TEMP TABLE smtpguard_moved ON COMMIT DROP AS SELECT m.new AS key, e.kind,"
+                " coalesce(e.original, e.key) AS original, e.batch"
+                " FROM entries e JOIN smtpguard_moves m ON m.old = e.key WHERE m.new IS NOT NULL"
+            )
+            await conn.execute("DELETE FROM entries WHERE key IN (SELECT old FROM smtpguard_moves)")
+            await conn.execute(
+                "INSERT INTO entries (key, kind, original, batch) SELECT key, kind,"
+                " CASE WHEN original = key THEN NULL ELSE original END, batch FROM smtpguard_moved"
+            )
+            await conn.execute(
+                "INSERT INTO meta (name, value) VALUES ('rules', $1) ON CONFLICT (name) DO UPDATE SET value = $1",
+                rules.tag(),
+            )
+        self._rules = rules
+        self._rules_checked = time.monotonic()
+        self.stale_keys = False
 
-    @staticmethod
-    async def _rekey(conn: Any, rules: MatchRules) -> int:
-        # Rebuild under the new rules; when two entries now share a key the older one is kept.
-        rows = await conn.fetch(
-            "SELECT e.key, e.kind, coalesce(e.original, e.key), e.batch"
-            " FROM entries e JOIN batches b ON b.id = e.batch ORDER BY b.added, e.key"
-        )
-
-        def fresh() -> tuple[list[tuple[int, str, str, str | None, int]], int]:
-            out, changed = [], 0
-            for seq, (old_key, kind, original, batch) in enumerate(rows):
-                try:
-                    key = rekey(original, kind, rules)
-                except AddressError:
-                    key = old_key
-                changed += key != old_key
-                out.append((seq, key, kind, None if original == key else original, batch))
-            return out, changed
-
-        records, changed = await asyncio.to_thread(fresh)
-        await conn.execute("DELETE FROM entries")
-        await conn.execute(_STAGING)
-        await conn.copy_records_to_table("smtpguard_staging", records=records)
-        await conn.execute(_MERGE.format(batch="batch"))
-        return changed
-
-    async def add_entries(self, rows: Iterable[EntryRow], *, commit: bool = True) -> AddResult:
+    async def add_entries(self, rows: Rows, *, commit: bool = True) -> AddResult:
         try:
             return await self._add_entries(rows, commit=commit)
         except _RowsFailed as failed:
             assert failed.__cause__ is not None
             raise failed.__cause__ from None
 
-    async def _add_entries(self, rows: Iterable[EntryRow], *, commit: bool) -> AddResult:
-        offered = 0
-        batches: dict[tuple[str, str, str, str | None], int] = {}  # shared fields -> index from 1
-        source = iter(rows)
-
-        def chunk() -> list[tuple[int, str, str, str | None, int]]:
-            # Runs in a worker thread: `rows` may parse a file as it goes.
-            nonlocal offered
-            out: list[tuple[int, str, str, str | None, int]] = []
-            for key, kind, original, src, reason, added, expires in itertools.islice(source, _CHUNK):
-                offered += 1
-                meta = (src, reason, added, expires)
-                batch = batches.get(meta)
-                if batch is None:
-                    batch = batches[meta] = len(batches) + 1
-                out.append((offered, key, kind, None if original == key else original, batch))
-            return out
-
+    async def _add_entries(self, rows: Rows, *, commit: bool) -> AddResult:
+        staging = _Staging()
         async with self._transaction(commit=commit) as conn:
             await conn.execute(_STAGING)
-            while True:
-                try:
-                    records = await asyncio.to_thread(chunk)
-                except Exception as exc:
-                    raise _RowsFailed from exc
-                if not records:
-                    break
+            async for records in _staged(rows, staging):
                 await conn.copy_records_to_table("smtpguard_staging", records=records)
-            if not batches:
+            if not staging.batches:
                 return AddResult(rows=0, added=0)
             ids = await conn.fetchval(
-                "SELECT array_agg(nextval('batches_id_seq')) FROM generate_series(1, $1::int)", len(batches)
+                "SELECT array_agg(nextval('batches_id_seq')) FROM generate_series(1, $1::int)", len(staging.batches)
             )
             await conn.copy_records_to_table(
                 "batches",
-                records=[(batch_id, *meta) for meta, batch_id in zip(batches, ids, strict=True)],
+                records=[(batch_id, *meta) for meta, batch_id in zip(staging.batches, ids, strict=True)],
                 columns=["id", "source", "reason", "added", "expires"],
             )
             status = await conn.execute(_MERGE.format(batch="($1::bigint[])[batch]"), ids)
-        return AddResult(rows=offered, added=int(status.split()[-1]))
+        return AddResult(rows=staging.offered, added=int(status.split()[-1]))
 
     async def remove(self, keys: Sequence[str]) -> list[str]:
         async with self._transaction() as conn:
@@ -250,7 +306,7 @@ class PostgresStore:
             }
         return [key for key in dict.fromkeys(keys) if key in gone]
 
-    async def match(self, keys: Sequence[str], today: str | None = None) -> StoredEntry | None:
+    async def match(self, keys: Sequence[str], today: str | None = None) -> EntryRow | None:
         with self._errors():
             # Bounded: while the server is down the relay must answer 451 now, not after TCP gives up.
             async with asyncio.timeout(self._lookup_timeout):
@@ -260,12 +316,22 @@ class PostgresStore:
                     found = await self._lookup(keys)
         if not found:
             return None
-        return most_specific((StoredEntry(*r) for r in found), keys, today or utc_today())
+        return most_specific((EntryRow._make(r) for r in found), keys, today or utc_today())
 
     async def _lookup(self, keys: Sequence[str]) -> list[Any]:
+        return list(await self._hot(lambda conn: conn.fetch(_MATCH_SQL, list(keys))))
+
+    async def _fetchval(self, sql: str) -> Any:
+        try:
+            return await self._hot(lambda conn: conn.fetchval(sql))
+        except _LOST:
+            return await self._hot(lambda conn: conn.fetchval(sql))
+
+    async def _hot(self, query: Callable[[Any], Awaitable[T]]) -> T:
+        """`query` on a pooled connection, for the relay's hot path (the caller bounds the time)."""
         conn = await self._pool.acquire()
         try:
-            return list(await conn.fetch(_MATCH_SQL, list(keys)))
+            return await query(conn)
         except BaseException:
             # Cut short (timeout, server gone): drop the connection at once. Handing it back
             # would wait for the server to confirm the cancel, forever if it no longer answers.
@@ -274,7 +340,7 @@ class PostgresStore:
         finally:
             await self._pool.release(conn)
 
-    async def entries(self, source: str | None = None, search: str | None = None) -> AsyncIterator[StoredEntry]:
+    async def entries(self, source: str | None = None, search: str | None = None) -> AsyncIterator[EntryRow]:
         where: list[str] = []
         args: list[str] = []
         if source is not None:
@@ -287,7 +353,7 @@ class PostgresStore:
         sql = _ENTRY_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY e.key"
         async with self._connection() as conn, conn.transaction():
             async for row in conn.cursor(sql, *args, prefetch=2000):
-                yield StoredEntry(*row)
+                yield EntryRow._make(row)
 
     async def count(self) -> int:
         async with self._connection() as conn:
@@ -379,11 +445,3 @@ async def _keep_session(conn: Any) -> None:
     session advisory locks; its temporary table is ON COMMIT DROP). asyncpg
     still rolls back a transaction left open before calling this.
     """
-
-
-def _describe(server: str, secrets: Sequence[str], exc: BaseException) -> StoreError:
-    text = str(exc) or ("no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return StoreError(f"store {server}: {text}")
