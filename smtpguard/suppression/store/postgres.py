@@ -41,7 +41,7 @@ _ENTRY_SELECT = (
 )
 _MATCH_SQL = _ENTRY_SELECT + " WHERE e.key = ANY($1::text[])"
 _EVENT_COLUMNS = ["time", "action", "sender", "recipient", "entry", "source", "client", "user", "message_id"]
-_EVENT_SELECT = 'SELECT time, action, sender, recipient, entry, source, client, "user", message_id FROM events'
+_EVENT_SELECT = 'SELECT time, action, sender, recipient, entry, source, client, "user", message_id, relay FROM events'
 
 # Rows staged per COPY: big enough that round trips do not count, small enough
 # that pulling one chunk from the caller's generator never blocks for long.
@@ -385,7 +385,8 @@ class PostgresStore:
         async with self._transaction() as conn:
             await conn.copy_records_to_table(
                 "events",
-                records=[(*astuple(e), self.relay) for e in events],  # Event's fields are in _EVENT_COLUMNS order
+                # Event's fields are in _EVENT_COLUMNS order, then the relay (this one unless given)
+                records=[(*astuple(e)[:-1], e.relay or self.relay) for e in events],
                 columns=[*_EVENT_COLUMNS, "relay"],
             )
 
