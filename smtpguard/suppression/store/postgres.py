@@ -154,7 +154,7 @@ class PostgresStore:
         rules: MatchRules = DEFAULT_RULES,
         relay: str | None = None,
         password: str | None = None,
-        min_size: int = 1,
+        min_size: int = 0,
         max_size: int = 10,
         connect_timeout: float = 5.0,
         lookup_timeout: float = 1.0,
@@ -169,8 +169,12 @@ class PostgresStore:
             pool = await asyncpg.create_pool(
                 dsn,
                 password=password,
+                # No floor and no idle expiry: a connection once made is kept, and
+                # asyncpg's floor keeper (which logs a traceback every time it
+                # fails to reconnect) never runs while the database is down.
                 min_size=min_size,
                 max_size=max_size,
+                max_inactive_connection_lifetime=0,
                 timeout=connect_timeout,
                 reset=_keep_session,
             )
