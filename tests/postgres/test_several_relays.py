@@ -9,8 +9,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from smtpguard.config import ConfigError, Settings, StoreSettings, load
 from smtpguard.suppression.addresses import parse_entry
-from smtpguard.suppression.store import EntryRow, Event, StoreError
+from smtpguard.suppression.store import EntryRow, Event, StoreError, connect
 from smtpguard.suppression.store.postgres import PostgresStore
 from smtpguard.suppression.store.postgres_connect import describe_server
 
@@ -120,6 +121,23 @@ def test_describe_server(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- connection settings the way PostgreSQL users give them -------------------------------------
 
 
+async def password_account(pg_dsn: str) -> str:
+    """Give the test database to an account that must log in with 'right-pw'; the database's name."""
+    database = pg_dsn.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        await admin.execute(
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{PASSWORD_USER}')"
+            f" THEN CREATE ROLE {PASSWORD_USER} LOGIN; END IF; END $$"
+        )
+        await admin.execute(f"ALTER ROLE {PASSWORD_USER} PASSWORD 'right-pw'")
+        await admin.execute(f"ALTER DATABASE {database} OWNER TO {PASSWORD_USER}")
+        await admin.execute(f"ALTER SCHEMA public OWNER TO {PASSWORD_USER}")
+    finally:
+        await admin.close()
+    return database
+
+
 async def test_libpq_environment_variables_and_sslmode(
     pg_cluster: Cluster, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -146,18 +164,7 @@ async def test_libpq_environment_variables_and_sslmode(
 async def test_a_password_file_and_a_wrong_password(
     pg_cluster: Cluster, pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    database = pg_dsn.rsplit("/", 1)[1]
-    admin = await asyncpg.connect(pg_dsn)
-    try:
-        await admin.execute(
-            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{PASSWORD_USER}')"
-            f" THEN CREATE ROLE {PASSWORD_USER} LOGIN; END IF; END $$"
-        )
-        await admin.execute(f"ALTER ROLE {PASSWORD_USER} PASSWORD 'right-pw'")
-        await admin.execute(f"ALTER DATABASE {database} OWNER TO {PASSWORD_USER}")
-        await admin.execute(f"ALTER SCHEMA public OWNER TO {PASSWORD_USER}")
-    finally:
-        await admin.close()
+    database = await password_account(pg_dsn)
     passfile = tmp_path / "pgpass"
     passfile.write_text(f"127.0.0.1:{pg_cluster.port}:{database}:{PASSWORD_USER}:right-pw\n")
     passfile.chmod(0o600)
@@ -197,3 +204,57 @@ async def test_a_server_that_stops_answering_gives_store_error_within_the_lookup
         assert found is not None and found.original == "jane@example.com"
     finally:
         await store.close()
+
+
+async def test_password_file_and_systemd_credential_through_the_configuration(
+    pg_cluster: Cluster, pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = await password_account(pg_dsn)
+    for name in ("PGPASSWORD", "PGPASSFILE", "CREDENTIALS_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    url = f"postgresql://{PASSWORD_USER}@127.0.0.1:{pg_cluster.port}/{database}"
+    secret = tmp_path / "store-password"
+    secret.write_text("right-pw\n")
+    settings = Settings(store=StoreSettings(url=url, password_file=secret, relay_name="office-1"))
+    store = await connect(settings)
+    try:
+        await store.add_entries([row("jane@example.com")])
+        await store.record_events([event("x@example.com")])
+        assert [e.relay for e in await store.events()] == ["office-1"]
+    finally:
+        await store.close()
+    # systemd: LoadCredential=store-password:... puts it in $CREDENTIALS_DIRECTORY
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "store-password").write_text("right-pw")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    store = await connect(Settings(store=StoreSettings(url=url)), create=False)
+    try:
+        assert await store.match(["jane@example.com"]) is not None
+    finally:
+        await store.close()
+    # a wrong one: refused, and never shown
+    (credentials / "store-password").write_text("wrong-pw")
+    with pytest.raises(StoreError, match="password authentication failed") as info:
+        await connect(Settings(store=StoreSettings(url=url)), create=False)
+    assert "wrong-pw" not in str(info.value)
+    with pytest.raises(StoreError, match=f"store password file {tmp_path}/none: No such file"):
+        await connect(Settings(store=StoreSettings(url=url, password_file=tmp_path / "none")))
+
+
+def test_store_url_in_the_configuration(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[store]\nurl = "postgresql://db1.example,db2.example/lists?target_session_attrs=read-write"\n'
+        'password_file = "/run/pw"\nrelay_name = "paris"\n'
+    )
+    store = load(cfg).store
+    assert (store.url, store.password_file, store.relay_name) == (
+        "postgresql://db1.example,db2.example/lists?target_session_attrs=read-write",
+        Path("/run/pw"),
+        "paris",
+    )
+    assert load(cfg, db=tmp_path / "x.db").store.url is None  # --db: that SQLite file
+    cfg.write_text('[store]\nurl = "mysql://db/lists"\n')
+    with pytest.raises(ConfigError, match=r"\[store\] url must be a \"postgresql://...\" URL"):
+        load(cfg)
