@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
 import socket
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import astuple
 from typing import Any, TypeVar
@@ -31,8 +30,9 @@ import asyncpg
 
 from smtpguard.suppression.addresses import DEFAULT_RULES, MatchRules
 
-from .base import AddResult, EntryRow, Event, Rows, RowTuple, Stats, most_specific, utc_now, utc_today
+from .base import AddResult, EntryRow, Event, Rows, Stats, most_specific, utc_now, utc_today
 from .postgres_connect import describe_error, describe_server
+from .postgres_copy import MERGE, STAGING, RowsFailed, Staging, staged
 from .postgres_schema import SchemaError, migrate
 
 _ENTRY_SELECT = (
@@ -43,19 +43,6 @@ _MATCH_SQL = _ENTRY_SELECT + " WHERE e.key = ANY($1::text[])"
 _EVENT_COLUMNS = ["time", "action", "sender", "recipient", "entry", "source", "client", "user", "message_id"]
 _EVENT_SELECT = 'SELECT time, action, sender, recipient, entry, source, client, "user", message_id, relay FROM events'
 
-# Rows staged per COPY: big enough that round trips do not count, small enough
-# that pulling one chunk from the caller's generator never blocks for long.
-_CHUNK = 20_000
-_STAGING = (
-    "CREATE TEMP TABLE smtpguard_staging"
-    ' (seq bigint, key text COLLATE "C", kind text, original text, batch bigint) ON COMMIT DROP'
-)
-# One set-based merge: the first row offered for a key wins (as in SQLite), existing keys are kept.
-_MERGE = (
-    "INSERT INTO entries (key, kind, original, batch)"
-    " SELECT DISTINCT ON (key) key, kind, original, {batch} FROM smtpguard_staging ORDER BY key, seq"
-    " ON CONFLICT (key) DO NOTHING"
-)
 _RULES_LOCK = "SELECT pg_advisory_xact_lock(hashtext('smtpguard rules'))"
 _RULES_SQL = "SELECT value FROM meta WHERE name = 'rules'"
 RULES_RECHECK = 1.0  # seconds: how soon a rules change made elsewhere is seen
@@ -66,68 +53,6 @@ T = TypeVar("T")
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 # A pooled connection the server dropped (restart, failover): a lookup is retried once on a fresh one.
 _LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, ConnectionResetError)
-
-
-class _RowsFailed(Exception):
-    """The caller's rows raised: re-raised as it was once the transaction is rolled back."""
-
-
-StagedRecord = tuple[int, str, str, str | None, int]  # seq, key, kind, original (None: the key), batch index
-
-
-class _Staging:
-    """An import's running count and its batches (shared fields -> index from 1)."""
-
-    def __init__(self) -> None:
-        self.offered = 0
-        self.batches: dict[tuple[str, str, str, str | None], int] = {}
-
-    def records(self, rows: Iterable[RowTuple]) -> list[StagedRecord]:
-        # Runs in a worker thread: `rows` may be a file being parsed.
-        out: list[StagedRecord] = []
-        batches = self.batches
-        for key, kind, original, src, reason, added, expires in rows:
-            self.offered += 1
-            meta = (src, reason, added, expires)
-            batch = batches.get(meta)
-            if batch is None:
-                batch = batches[meta] = len(batches) + 1
-            out.append((self.offered, key, kind, None if original == key else original, batch))
-        return out
-
-
-async def _staged(rows: Rows, staging: _Staging) -> AsyncIterator[list[StagedRecord]]:
-    """`rows` as COPY records, _CHUNK at a time, converted off the event loop.
-
-    Whatever the rows raise comes out as _RowsFailed: a file's OSError is the
-    caller's, not a database error.
-    """
-    pending: list[StagedRecord] = []
-    if isinstance(rows, AsyncIterable):
-        chunks = aiter(rows)
-        while True:
-            try:
-                chunk = await anext(chunks)
-            except StopAsyncIteration:
-                break
-            except Exception as exc:
-                raise _RowsFailed from exc
-            pending += await asyncio.to_thread(staging.records, chunk)
-            if len(pending) >= _CHUNK:
-                yield pending
-                pending = []
-    else:
-        source = iter(rows)
-        while True:
-            try:
-                records = await asyncio.to_thread(staging.records, itertools.islice(source, _CHUNK))
-            except Exception as exc:
-                raise _RowsFailed from exc
-            if not records:
-                break
-            yield records
-    if pending:
-        yield pending
 
 
 class PostgresStore:
@@ -280,15 +205,15 @@ class PostgresStore:
     async def add_entries(self, rows: Rows, *, commit: bool = True) -> AddResult:
         try:
             return await self._add_entries(rows, commit=commit)
-        except _RowsFailed as failed:
+        except RowsFailed as failed:
             assert failed.__cause__ is not None
             raise failed.__cause__ from None
 
     async def _add_entries(self, rows: Rows, *, commit: bool) -> AddResult:
-        staging = _Staging()
+        staging = Staging()
         async with self._transaction(commit=commit) as conn:
-            await conn.execute(_STAGING)
-            async for records in _staged(rows, staging):
+            await conn.execute(STAGING)
+            async for records in staged(rows, staging):
                 await conn.copy_records_to_table("smtpguard_staging", records=records)
             if not staging.batches:
                 return AddResult(rows=0, added=0)
@@ -300,7 +225,7 @@ class PostgresStore:
                 records=[(batch_id, *meta) for meta, batch_id in zip(staging.batches, ids, strict=True)],
                 columns=["id", "source", "reason", "added", "expires"],
             )
-            status = await conn.execute(_MERGE.format(batch="($1::bigint[])[batch]"), ids)
+            status = await conn.execute(MERGE.format(batch="($1::bigint[])[batch]"), ids)
         return AddResult(rows=staging.offered, added=int(status.split()[-1]))
 
     async def remove(self, keys: Sequence[str]) -> list[str]:
