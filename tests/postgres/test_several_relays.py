@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -258,3 +261,19 @@ def test_store_url_in_the_configuration(tmp_path: Path) -> None:
     cfg.write_text('[store]\nurl = "mysql://db/lists"\n')
     with pytest.raises(ConfigError, match=r"\[store\] url must be a \"postgresql://...\" URL"):
         load(cfg)
+
+
+def test_config_show_never_prints_the_store_password(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[store]\nurl = "postgresql://sg:s3cret-pw@db1.example:5433/lists?sslmode=require"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPGUARD_")}
+    shown = subprocess.run(
+        [sys.executable, "-m", "smtpguard", "config", "show", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert 'url = "postgresql://sg:***@db1.example:5433/lists?sslmode=require"' in shown.stdout
+    assert "s3cret-pw" not in shown.stdout + shown.stderr

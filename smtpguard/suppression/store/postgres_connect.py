@@ -38,6 +38,16 @@ def describe_server(dsn: str | None) -> str:
     return f"postgresql://{hosts or 'localhost'}/{database}"
 
 
+def redact_url(url: str) -> str:
+    """`url` with its password (if any) as ***: for `config show`, which prints the settings."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return parts._replace(netloc=f"{user}:***@{hosts}").geturl()
+
+
 def describe_error(server: str, secrets: Sequence[str], exc: BaseException) -> StoreError:
     text = str(exc) or ("no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__)
     for secret in secrets:
