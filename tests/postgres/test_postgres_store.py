@@ -10,14 +10,18 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
 
 import asyncpg
 import pytest
 
 from smtpguard.config import Settings, StoreSettings
 from smtpguard.suppression.addresses import MatchRules, address_key, lookup_keys, parse_entry
+from smtpguard.suppression.ingest import import_file, in_thread
 from smtpguard.suppression.rules import change_rules
-from smtpguard.suppression.store import EntryRow, Event, StoreError, connect
+from smtpguard.suppression.store import EntryRow, Event, SQLiteStore, StoreError, connect
+from smtpguard.suppression.store.base import RowTuple
 from smtpguard.suppression.store.postgres import PostgresStore
 from smtpguard.suppression.store.postgres_schema import MIGRATIONS
 
@@ -214,3 +218,40 @@ async def test_match_on_a_broken_schema_raises_store_error(pg_store: PostgresSto
         await pg_store.remove(["jane@example.com"])
     with pytest.raises(StoreError):
         await pg_store.record_events([event(1)])
+
+
+async def test_a_file_import_gives_the_same_counts_rejects_and_entries_as_sqlite(
+    pg_store: PostgresStore, tmp_path: Path
+) -> None:
+    export = tmp_path / "export.csv"
+    lines = ["Email;Name"] + [f"user{i}@example.com;U{i}" for i in range(10_000)]  # several ingest chunks
+    lines += ["not an address;X", "USER7@Example.com;dup", "@example.org;domain"]
+    export.write_text("\n".join(lines) + "\n")
+    sqlite = await SQLiteStore.open(tmp_path / "list.db", rules=RULES)
+    try:
+        on_sqlite = await import_file(sqlite, export, source="crm")
+        on_pg = await import_file(pg_store, export, source="crm")
+        assert (on_pg.result, on_pg.stats, on_pg.rejects) == (on_sqlite.result, on_sqlite.stats, on_sqlite.rejects)
+        assert on_pg.result.added == 10_000 and len(on_pg.rejects) == 2
+        assert [e async for e in pg_store.entries()] == [e async for e in sqlite.entries()]
+    finally:
+        await sqlite.close()
+
+
+def plain(entry: EntryRow) -> RowTuple:
+    return cast(RowTuple, tuple(entry))
+
+
+async def test_chunks_that_break_mid_import_leave_the_list_as_it_was(pg_store: PostgresStore) -> None:
+    # ingest's path for this store: chunks parsed in a worker thread (in_thread)
+    await pg_store.add_entries([row("jane@example.com")])
+
+    def rows() -> Iterator[RowTuple]:
+        for i in range(30_000):
+            yield plain(row(f"user{i}@example.com"))
+        raise OSError("the file went away")
+
+    with pytest.raises(OSError, match="the file went away"):
+        await pg_store.add_entries(in_thread(rows()))
+    assert await pg_store.count() == 1
+    assert (await pg_store.add_entries(in_thread(iter([plain(row("bob@example.com"))])))).added == 1
