@@ -89,6 +89,10 @@ class PolicySettings:
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
     path: Path = DEFAULT_DB
+    # PostgreSQL store (several relays, one list): used instead of `path` when set.
+    url: str | None = None  # postgresql://...; libpq's PG* environment variables fill in the rest
+    password_file: Path | None = None  # else $CREDENTIALS_DIRECTORY/store-password (systemd), else URL/PGPASSFILE
+    relay_name: str | None = None  # this relay in the shared audit log; default [server] hostname
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +229,14 @@ def _networks(values: list[str]) -> tuple[Network, ...]:
     return tuple(out)
 
 
+def _store_url(value: str) -> str | None:
+    if not value.strip():
+        return None
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError('a "postgresql://..." URL (or leave it out for the SQLite file at [store] path)')
+    return value
+
+
 def _hostname(value: str) -> str:
     if not value or any(c.isspace() for c in value):
         raise ValueError("a host name without spaces")
@@ -314,7 +326,12 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], _Parser]]] = {
         "rewrite_headers": (bool, None),
         "language": (str, _choice("en", "fr")),
     },
-    "store": {"path": (str, lambda s: Path(s).expanduser())},
+    "store": {
+        "path": (str, lambda s: Path(s).expanduser()),
+        "url": (str, _store_url),
+        "password_file": (str, _optional_path),
+        "relay_name": (str, _hostname),
+    },
     "matching": {"ignore_subaddress": (bool, None), "gmail_dots": (bool, None)},
     "watch": {
         "folder": (str, _optional_path),

@@ -3,15 +3,15 @@
 app.py holds the typer application and turns every error into one line
 (exit codes there); options.py the shared options; output.py the one
 renderer (text, JSON, NDJSON); lists.py, audit.py, users.py, accounts.py,
-configuration.py and running.py the commands.
+configuration.py, running.py and store.py the commands.
 """
 
 from __future__ import annotations
 
-from smtpguard.cli import accounts, audit, configuration, lists, running, users
+from smtpguard.cli import accounts, audit, configuration, lists, running, store, users
 from smtpguard.cli.app import app
 
-__all__ = ["accounts", "app", "audit", "configuration", "lists", "main", "running", "users"]
+__all__ = ["accounts", "app", "audit", "configuration", "lists", "main", "running", "store", "users"]
 
 
 def main() -> None:

@@ -15,9 +15,10 @@ from smtpguard.suppression.store import Event
 
 def event_line(e: Event) -> str:
     user = f" user {e.user}" if e.user else ""
+    relay = f"  relay {e.relay}" if e.relay else ""
     return (
         f"{e.time}  {e.action:<9} {e.recipient}  from {e.sender or '<>'}"
-        f"  entry {e.entry} ({e.source})  client {e.client}{user}"
+        f"  entry {e.entry} ({e.source})  client {e.client}{user}{relay}"
     )
 
 

@@ -12,6 +12,7 @@ import typer
 from smtpguard.cli.app import Command, config_app
 from smtpguard.cli.options import ConfigOpt, DbOpt, run, settings_for
 from smtpguard.config import SCHEMA, Endpoint, Settings
+from smtpguard.suppression.store.postgres_connect import redact_url
 
 
 @config_app.command("check", cls=Command)
@@ -60,7 +61,7 @@ def show_lines(settings: Settings, *, everything: bool) -> list[str]:
     """The effective configuration as TOML: the values that differ from the defaults, or all of them.
 
     Only the settings themselves are printed: the upstream password stays in
-    its password_file, which is shown by path.
+    its password_file, which is shown by path; a password in [store] url as ***.
     """
     defaults = Settings()
     lines = [f"# smtpguard configuration: {settings.source or 'built-in defaults'}"]
@@ -68,6 +69,8 @@ def show_lines(settings: Settings, *, everything: bool) -> list[str]:
         body = []
         for key in keys:
             value = getattr(getattr(settings, section), key)
+            if section == "store" and key == "url" and value:
+                value = redact_url(value)  # a password in the URL is not shown
             if not everything and value == getattr(getattr(defaults, section), key):
                 continue
             text = toml_value(value)

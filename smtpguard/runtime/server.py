@@ -153,8 +153,8 @@ class Relay:
         problems = relay_problems(new)
         if problems:
             raise RelayRefused("reload refused, keeping the running configuration: " + "; ".join(problems))
-        if new.store.path != old.store.path:
-            log.warning("reload: [store] path changed; it takes effect at the next restart")
+        if (new.store.path, new.store.url) != (old.store.path, old.store.url):
+            log.warning("reload: [store] path or url changed; it takes effect at the next restart")
             new = replace(new, store=old.store)
         if new.matching != old.matching and (
             warning := mismatch(await self.ctx.store.rules(), new.matching, new.store.path)
@@ -233,7 +233,7 @@ async def serve_forever(settings: Settings, *, config_path: Path | None = None, 
         settings.server.auth,
         settings.upstream.host,
         settings.upstream.port,
-        settings.store.path,
+        getattr(relay.ctx.store, "server", settings.store.path),  # PostgreSQL: where, without the password
         await relay.ctx.store.count(),
     )
     await stop.wait()

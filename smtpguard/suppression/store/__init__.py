@@ -27,6 +27,7 @@ from smtpguard.suppression.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from smtpguard.config import Settings
+    from smtpguard.suppression.store.postgres import PostgresStore
 
 __all__ = [
     "AddResult",
@@ -72,8 +73,29 @@ async def connect(settings: Settings, *, create: bool = True) -> Store:
     """
     from smtpguard.suppression.rules import mismatch
 
-    store = await open_store(settings.store.path, settings.matching, create=create)
-    warning = mismatch(await store.rules(), settings.matching, settings.store.path)
+    store: Store
+    if settings.store.url is not None:
+        store = await _open_postgres(settings, create=create)
+        where: object = store.server
+    else:
+        store = await open_store(settings.store.path, settings.matching, create=create)
+        where = settings.store.path
+    warning = mismatch(await store.rules(), settings.matching, where)
     if warning is not None:
         log.warning("%s", warning)
+    return store
+
+
+async def _open_postgres(settings: Settings, *, create: bool) -> PostgresStore:
+    """`[store] url`: the list several relays share (asyncpg is imported only then)."""
+    from smtpguard.suppression.rules import change_rules
+    from smtpguard.suppression.store.postgres_connect import open_url
+
+    store = await open_url(settings, create=create)
+    try:
+        if store.stale_keys:
+            await change_rules(store, await store.rules())
+    except BaseException:
+        await store.close()
+        raise
     return store

@@ -72,6 +72,9 @@ class Event:
     client: str
     user: str
     message_id: str
+    # The relay that wrote it, where several share one log (PostgreSQL: its
+    # [store] relay_name or [server] hostname); "" for a single relay's SQLite file.
+    relay: str = ""
 
 
 @dataclass(frozen=True, slots=True)

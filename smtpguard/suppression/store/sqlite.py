@@ -397,7 +397,7 @@ class SQLiteStore:
         async with self._transaction() as db:
             await db.executemany(
                 f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-                [astuple(e) for e in events],  # Event's fields are in _EVENT_COLUMNS order
+                [astuple(e)[:9] for e in events],  # Event's fields are in _EVENT_COLUMNS order (relay: one)
             )
 
     async def events(
