@@ -105,6 +105,8 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     matching: MatchRules = field(default_factory=MatchRules)
     watch: WatchSettings = field(default_factory=WatchSettings)
+    http: HttpSettings = field(default_factory=lambda: HttpSettings())
+    sync: tuple[SyncSettings, ...] = ()
     source: Path | None = None  # the file these came from, None for built-in defaults
 
     def upstream_password(self) -> str:
@@ -181,6 +183,97 @@ def _positive(value: float) -> float:
     return float(value)
 
 
+# --- [http] and [[sync]]: the HTTP API, webhook receivers and pull connectors ------------
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    listen: Endpoint | None = None  # off by default; loopback unless TLS and tokens
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # The public https://host[:port] the providers call (HubSpot signs the URL it called).
+    public_url: str = ""
+
+
+SYNC_PROVIDERS = ("generic", "mailchimp", "hubspot", "lemlist", "brevo", "csv")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSettings:
+    """One `[[sync]]` entry: a source kept in step by webhooks and/or a pull every `interval`."""
+
+    name: str
+    provider: str
+    interval: float | None = None  # seconds between pulls; None: webhooks only
+    webhook_secret_file: Path | None = None  # a webhook receiver at /webhooks/NAME
+    token_file: Path | None = None  # HubSpot access token
+    api_key_file: Path | None = None  # lemlist, Mailchimp
+    list_id: str = ""  # Mailchimp audience ID
+    url: str = ""  # csv: the export's URL
+    column: str | None = None  # csv: the address column
+    base_url: str = ""  # the provider's API root (tests, EU data centres)
+
+    def credential(self) -> str:
+        """The token or API key, read when needed (never kept in the settings)."""
+        return _read_secret(self.token_file or self.api_key_file, f"[[sync]] {self.name}")
+
+    def webhook_secret(self) -> str:
+        return _read_secret(self.webhook_secret_file, f"[[sync]] {self.name} webhook_secret_file")
+
+
+def _read_secret(path: Path | None, what: str) -> str:
+    if path is None:
+        return ""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{what}: {path}: {exc.strerror}") from None
+
+
+_SYNC_KEYS: dict[str, tuple[type | tuple[type, ...], _Parser]] = {
+    "name": (str, _hostname),
+    "provider": (str, _choice(*SYNC_PROVIDERS)),
+    "interval": ((int, float), _positive),
+    "webhook_secret_file": (str, _optional_path),
+    "token_file": (str, _optional_path),
+    "api_key_file": (str, _optional_path),
+    "list_id": (str, None),
+    "url": (str, None),
+    "column": (str, None),
+    "base_url": (str, None),
+}
+
+
+def _sync_entries(tables: Any, where: str) -> tuple[SyncSettings, ...]:
+    if not isinstance(tables, list) or not all(isinstance(t, Mapping) for t in tables):
+        raise ConfigError(f"{where}[[sync]] must be an array of tables ([[sync]] then name = ..., provider = ...)")
+    out: list[SyncSettings] = []
+    for i, table in enumerate(tables, 1):
+        values: dict[str, Any] = {}
+        for key, raw in table.items():
+            spec = _SYNC_KEYS.get(key)
+            if spec is None:
+                raise ConfigError(f"{where}[[sync]] #{i}: unknown key {key} (known: {', '.join(_SYNC_KEYS)})")
+            expected, parser = spec
+            if not isinstance(raw, expected) or isinstance(raw, bool):
+                raise ConfigError(f"{where}[[sync]] #{i} {key} must be {_type_name(expected)}, got {raw!r}")
+            try:
+                values[key] = parser(raw) if parser else raw
+            except ValueError as exc:
+                raise ConfigError(f"{where}[[sync]] #{i} {key} must be {exc}, got {raw!r}") from None
+        if "name" not in values or "provider" not in values:
+            raise ConfigError(f"{where}[[sync]] #{i} needs a name and a provider")
+        entry = SyncSettings(**values)
+        if any(e.name == entry.name for e in out):
+            raise ConfigError(f"{where}[[sync]] name {entry.name!r} is used twice")
+        if entry.interval is None and entry.webhook_secret_file is None:
+            raise ConfigError(f"{where}[[sync]] {entry.name}: set interval (pull) or webhook_secret_file (webhook)")
+        if entry.interval is not None and entry.provider in ("brevo", "generic"):
+            raise ConfigError(f"{where}[[sync]] {entry.name}: {entry.provider} has no pull connector; drop interval")
+        out.append(entry)
+    return tuple(out)
+
+
 # section -> key -> (TOML type, parser). The parser may be None for plain values.
 _Parser = Callable[[Any], Any] | None
 SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], _Parser]]] = {
@@ -219,6 +312,13 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], _Parser]]] = {
         "interval": ((int, float), _positive),
         "import_memory_mb": (int, _int_range(64, 1_048_576)),
     },
+    "http": {
+        "listen": (str, _optional_endpoint),
+        "tls_cert": (str, _optional_path),
+        "tls_key": (str, _optional_path),
+        "public_url": (str, None),
+    },
+    "sync": {},  # [[sync]]: an array of tables, read by _sync_entries
 }
 
 
@@ -229,6 +329,7 @@ _SECTION_TYPES: dict[str, type] = {
     "store": StoreSettings,
     "matching": MatchRules,
     "watch": WatchSettings,
+    "http": HttpSettings,
 }
 
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}
@@ -245,6 +346,9 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Setting
     where = f"config {source}: " if source else "config: "
     sections: dict[str, Any] = {}
     for name, table in data.items():
+        if name == "sync":
+            sections["sync"] = _sync_entries(table, where)
+            continue
         if name not in SCHEMA:
             raise ConfigError(f"{where}unknown section [{name}] (known: {', '.join(SCHEMA)})")
         if not isinstance(table, Mapping):
@@ -274,6 +378,8 @@ def _check_together(s: Settings, where: str) -> None:
         raise ConfigError(f"{where}[server] tls_cert and tls_key go together: set both or neither")
     if srv.smtps_listen is not None and srv.tls_cert is None:
         raise ConfigError(f"{where}[server] smtps_listen needs tls_cert and tls_key")
+    if (s.http.tls_cert is None) != (s.http.tls_key is None):
+        raise ConfigError(f"{where}[http] tls_cert and tls_key go together: set both or neither")
 
 
 def resolve_config_path(explicit: Path | None) -> Path | None:

@@ -14,6 +14,9 @@ from typing import Literal, NamedTuple, Protocol
 from smtpguard.suppression.addresses import Kind, MatchRules
 
 Action = Literal["rejected", "stripped", "monitored"]
+# Writes made through the HTTP API are audited as events too (`user` = "token:NAME").
+ApiAction = Literal["api-add", "api-remove", "api-import", "api-sync", "webhook"]
+TokenScope = Literal["read", "write"]
 
 
 class StoreError(RuntimeError):
@@ -62,7 +65,7 @@ class Event:
     """One audit record: a recipient refused, stripped or only monitored."""
 
     time: str  # ISO 8601 UTC
-    action: Action
+    action: Action | ApiAction
     sender: str
     recipient: str
     entry: str
@@ -70,6 +73,16 @@ class Event:
     client: str
     user: str
     message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """An HTTP API token as stored: its name, scope and the SHA-256 of the secret."""
+
+    name: str
+    scope: TokenScope
+    hash: str
+    created: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,3 +178,15 @@ class Store(Protocol):
     async def users(self) -> list[tuple[str, str]]:
         """(name, created) of every account."""
         ...
+
+    async def add_token(self, name: str, scope: TokenScope, token_hash: str) -> bool:
+        """Store a new API token; False (nothing written) when `name` is taken."""
+        ...
+
+    async def remove_token(self, name: str) -> bool: ...
+
+    async def tokens(self) -> list[Token]:
+        """Every API token, by name."""
+        ...
+
+    async def token_by_hash(self, token_hash: str) -> Token | None: ...

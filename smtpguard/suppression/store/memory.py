@@ -10,7 +10,19 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Seq
 
 from smtpguard.suppression.addresses import DEFAULT_RULES, MatchRules
 
-from .base import AddResult, EntryRow, Event, Rows, RowTuple, Stats, most_specific, utc_now, utc_today
+from .base import (
+    AddResult,
+    EntryRow,
+    Event,
+    Rows,
+    RowTuple,
+    Stats,
+    Token,
+    TokenScope,
+    most_specific,
+    utc_now,
+    utc_today,
+)
 
 
 class MemoryStore:
@@ -21,6 +33,7 @@ class MemoryStore:
         self._entries: dict[str, EntryRow] = {}
         self._events: list[Event] = []
         self._users: dict[str, tuple[str, str]] = {}  # name -> (hash, created)
+        self._tokens: dict[str, Token] = {}
 
     async def close(self) -> None:
         self._entries.clear()
@@ -119,3 +132,18 @@ class MemoryStore:
 
     async def users(self) -> list[tuple[str, str]]:
         return [(name, created) for name, (_, created) in sorted(self._users.items())]
+
+    async def add_token(self, name: str, scope: TokenScope, token_hash: str) -> bool:
+        if name in self._tokens or any(t.hash == token_hash for t in self._tokens.values()):
+            return False
+        self._tokens[name] = Token(name, scope, token_hash, utc_now())
+        return True
+
+    async def remove_token(self, name: str) -> bool:
+        return self._tokens.pop(name, None) is not None
+
+    async def tokens(self) -> list[Token]:
+        return [self._tokens[n] for n in sorted(self._tokens)]
+
+    async def token_by_hash(self, token_hash: str) -> Token | None:
+        return next((t for t in self._tokens.values() if t.hash == token_hash), None)

@@ -44,4 +44,14 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    """
+    -- HTTP API bearer tokens (smtpguard token add): only a SHA-256 of each
+    -- 256-bit random token is kept, so the file never holds a usable token.
+    CREATE TABLE tokens (
+        name    TEXT PRIMARY KEY,
+        scope   TEXT NOT NULL CHECK (scope IN ('read', 'write')),
+        hash    TEXT NOT NULL UNIQUE,
+        created TEXT NOT NULL
+    );
+    """,
 ]

@@ -33,7 +33,20 @@ import aiosqlite
 
 from smtpguard.suppression.addresses import DEFAULT_RULES, MatchRules
 
-from .base import AddResult, EntryRow, Event, Rows, RowTuple, Stats, StoreError, most_specific, utc_now, utc_today
+from .base import (
+    AddResult,
+    EntryRow,
+    Event,
+    Rows,
+    RowTuple,
+    Stats,
+    StoreError,
+    Token,
+    TokenScope,
+    most_specific,
+    utc_now,
+    utc_today,
+)
 from .sqlite_files import describe, identity, list_rules, missing, open_reader, open_writer, store_errors
 
 log = logging.getLogger("smtpguard.store")
@@ -443,3 +456,37 @@ class SQLiteStore:
             db = await self._writer()
             async with db.execute("SELECT name, created FROM users ORDER BY name") as cur:
                 return [(str(r[0]), str(r[1])) for r in await cur.fetchall()]
+
+    # -- HTTP API tokens -----------------------------------------------------
+
+    async def add_token(self, name: str, scope: TokenScope, token_hash: str) -> bool:
+        async with (
+            self._transaction() as db,
+            db.execute(
+                "INSERT INTO tokens (name, scope, hash, created) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
+                " RETURNING name",
+                (name, scope, token_hash, utc_now()),
+            ) as cur,
+        ):
+            return await cur.fetchone() is not None
+
+    async def remove_token(self, name: str) -> bool:
+        async with (
+            self._transaction() as db,
+            db.execute("DELETE FROM tokens WHERE name = ? RETURNING name", (name,)) as cur,
+        ):
+            return await cur.fetchone() is not None
+
+    async def tokens(self) -> list[Token]:
+        return await self._tokens_where("1 ORDER BY name", ())
+
+    async def token_by_hash(self, token_hash: str) -> Token | None:
+        found = await self._tokens_where("hash = ?", (token_hash,))
+        return found[0] if found else None
+
+    async def _tokens_where(self, where: str, args: tuple[str, ...]) -> list[Token]:
+        with store_errors(self.path):
+            db = await self._writer()
+            async with db.execute(f"SELECT name, scope, hash, created FROM tokens WHERE {where}", args) as cur:
+                return [Token(str(r[0]), "write" if r[1] == "write" else "read", str(r[2]), str(r[3]))
+                        for r in await cur.fetchall()]  # fmt: skip
