@@ -17,8 +17,11 @@ from smtpguard.runtime.server import Relay
 
 from ..conftest import add_entries
 from ..smtp_fixtures import Certs, Upstream, relay_settings
-from ..sync.conftest import StubFactory, stub  # noqa: F401  (the provider API stub fixture)
+from ..sync import conftest as sync_fixtures
+from ..sync.conftest import StubFactory
 from ..sync.stub_http import StubRequest, StubResponse
+
+stub = sync_fixtures.stub  # the provider API stub fixture, shared with tests/sync
 
 SECRETS = {"generic": "gen-secret", "mailchimp": "mc-secret", "hubspot": "app-client-secret",
            "lemlist": "lem-secret", "brevo": "brevo-secret"}  # fmt: skip
