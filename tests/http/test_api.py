@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import aiosmtplib
 import pytest
 
@@ -132,11 +135,7 @@ async def test_serve_refuses_the_http_side_off_loopback_without_tls(side: Side) 
     settings = side.relay.ctx.settings
     public = from_mapping({"http": {"listen": "192.0.2.1:8443"}})
     with pytest.raises(ConfigError, match="tls_cert"):
-        await start_extras(side.relay, type(settings)(**{**_fields(settings), "http": public.http}))
-
-
-def _fields(s: Settings) -> dict[str, object]:
-    return {k: getattr(s, k) for k in s.__dataclass_fields__}
+        await start_extras(side.relay, replace(settings, http=public.http))
 
 
 def test_config_reads_http_and_sync() -> None:
@@ -145,12 +144,13 @@ def test_config_reads_http_and_sync() -> None:
         {"name": "news", "provider": "mailchimp", "webhook_secret_file": "/etc/smtpguard/mc.secret"}]})  # fmt: skip
     assert s.http.listen == Endpoint("127.0.0.1", 8080)
     assert [(e.name, e.interval) for e in s.sync] == [("hubspot", 3600.0), ("news", None)]
-    for bad, why in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"sync": [{"name": "x", "provider": "nosuch", "interval": 60}]}, "provider"),
         ({"sync": [{"name": "x", "provider": "brevo"}]}, "interval"),
         ({"sync": [{"name": "x", "provider": "brevo", "interval": 60}]}, "no pull connector"),
         ({"sync": {"name": "x"}}, "array of tables"),
         ({"http": {"listen": "127.0.0.1:8080", "tls_cert": "/c.pem"}}, "go together"),
-    ]:
+    ]
+    for bad, why in cases:
         with pytest.raises(ConfigError, match=why):
             from_mapping(bad)
