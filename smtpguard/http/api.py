@@ -20,7 +20,18 @@ from smtpguard.suppression.formats import ImportFormatError
 from smtpguard.suppression.store import Event, Store, utc_now
 from smtpguard.sync.sync import SyncRefused, sync_source
 
-router = APIRouter(prefix="/api/v1", tags=["api"])
+
+class Problem(BaseModel):
+    detail: str
+
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": Problem, "description": "Bad input: `detail` says what is wrong; nothing was written"},
+    401: {"model": Problem, "description": "No token, or an unknown or revoked one"},
+    403: {"model": Problem, "description": "A read token used for a write"},
+    503: {"model": Problem, "description": "The list cannot be read or written right now"},
+}
+router = APIRouter(prefix="/api/v1", tags=["api"], responses=_ERRORS)
 MAX_BATCH = 10_000  # entries in one add, remove or check
 MAX_SYNC = 2_000_000
 
