@@ -189,6 +189,15 @@ def main() -> int:
         target = rb.Target("smtpguard", port, lambda: rb.process_cpu(proc.pid), filtered=True)
         base = f"http://{LOOPBACK}:{http_port}"
         rb.measure(args, target, sink, min(200, args.messages), work)  # warm-up
+        # HTTP alone: what one API request costs the relay's process, and the stall SMTP sees.
+        lag, load = Samples(), HttpLoad(base, token, args.rate)
+        cpu0, t = target.server_cpu(), time.perf_counter()
+        with noop_probe(port, lag), load:
+            time.sleep(10)
+        cpu, seconds, done = target.server_cpu() - cpu0, time.perf_counter() - t, sum(load.counts)
+        print(f"HTTP only: {done / seconds:.0f} req/s ({load.counts[1]} not 200), latency {load.latency.summary()}, "
+              f"relay CPU {cpu / max(done, 1) * 1000:.2f} ms/request; SMTP NOOP round trip {lag.summary()}",
+              flush=True)  # fmt: skip
         for i in range(args.repeat):
             for phase in ("quiet", "loaded"):
                 lag, load = Samples(), HttpLoad(base, token, args.rate)
