@@ -230,8 +230,19 @@ def _read_secret(path: Path | None, what: str) -> str:
         raise ConfigError(f"{what}: {path}: {exc.strerror}") from None
 
 
+def _source_name(value: str) -> str:
+    if not value or len(value) > 64 or not all(c.isascii() and (c.isalnum() or c in "._-") for c in value):
+        raise ValueError("a name of letters, digits, '.', '_' or '-' (it ends the webhook URL)")
+    return value
+
+
+# What a pull needs besides an interval, per provider.
+_PULL_NEEDS = {"hubspot": ("token_file",), "lemlist": ("api_key_file",), "mailchimp": ("api_key_file", "list_id"),
+               "csv": ("url",)}  # fmt: skip
+
+
 _SYNC_KEYS: dict[str, tuple[type | tuple[type, ...], _Parser]] = {
-    "name": (str, _hostname),
+    "name": (str, _source_name),
     "provider": (str, _choice(*SYNC_PROVIDERS)),
     "interval": ((int, float), _positive),
     "webhook_secret_file": (str, _optional_path),
@@ -270,6 +281,9 @@ def _sync_entries(tables: Any, where: str) -> tuple[SyncSettings, ...]:
             raise ConfigError(f"{where}[[sync]] {entry.name}: set interval (pull) or webhook_secret_file (webhook)")
         if entry.interval is not None and entry.provider in ("brevo", "generic"):
             raise ConfigError(f"{where}[[sync]] {entry.name}: {entry.provider} has no pull connector; drop interval")
+        missing = [k for k in _PULL_NEEDS.get(entry.provider, ()) if entry.interval and not getattr(entry, k)]
+        if missing:
+            raise ConfigError(f"{where}[[sync]] {entry.name}: a {entry.provider} pull needs {' and '.join(missing)}")
         out.append(entry)
     return tuple(out)
 

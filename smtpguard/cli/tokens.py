@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import typer
@@ -62,7 +63,16 @@ def token_remove(name: NameArg, config_path: ConfigOpt = None, db: DbOpt = None)
     typer.echo(f"removed token {name}")
 
 
-def token_line(t: Token) -> str:
+@dataclass(frozen=True, slots=True)
+class TokenLine:
+    """A token as listed: never its hash."""
+
+    name: str
+    scope: str
+    created: str
+
+
+def token_line(t: TokenLine) -> str:
     return f"{t.name}\t{t.scope}\t{t.created}"
 
 
@@ -80,8 +90,8 @@ def token_list(json_: JsonOpt = False, nl: NlOpt = False, config_path: ConfigOpt
             await store.close()
 
     tokens = run(main)
-    with Rows[Token](fmt, token_line) as rows:
+    with Rows[TokenLine](fmt, token_line) as rows:
         for t in tokens:
-            rows.add(Token(t.name, t.scope, "", t.created))  # the hash stays in the store
+            rows.add(TokenLine(t.name, t.scope, t.created))
     if not tokens and fmt is Output.text:
         typer.echo("no tokens", err=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import aiosmtplib
@@ -149,8 +151,20 @@ def test_config_reads_http_and_sync() -> None:
         ({"sync": [{"name": "x", "provider": "brevo"}]}, "interval"),
         ({"sync": [{"name": "x", "provider": "brevo", "interval": 60}]}, "no pull connector"),
         ({"sync": {"name": "x"}}, "array of tables"),
+        ({"sync": [{"name": "a b", "provider": "brevo", "webhook_secret_file": "/s"}]}, "letters, digits"),
+        ({"sync": [{"name": "mc", "provider": "mailchimp", "interval": 60, "api_key_file": "/k"}]}, "needs list_id"),
         ({"http": {"listen": "127.0.0.1:8080", "tls_cert": "/c.pem"}}, "go together"),
     ]
     for bad, why in cases:
         with pytest.raises(ConfigError, match=why):
             from_mapping(bad)
+
+
+def test_config_show_prints_sync_entries_that_load_back(tmp_path: Path) -> None:
+    from smtpguard.cli.configuration import show_lines
+
+    settings = from_mapping({"sync": [
+        {"name": "hubspot", "provider": "hubspot", "interval": 3600, "token_file": str(tmp_path / "hs.token")},
+        {"name": "news", "provider": "mailchimp", "webhook_secret_file": str(tmp_path / "mc.secret")}]})  # fmt: skip
+    text = "\n".join(show_lines(settings, everything=True))
+    assert from_mapping(tomllib.loads(text)).sync == settings.sync
