@@ -160,6 +160,8 @@ class Settings:
     oauth: OAuthSettings = field(default_factory=OAuthSettings)  # smtpguard/oauth/settings.py
     credentials: CredentialSettings = field(default_factory=CredentialSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    http: HttpSettings = field(default_factory=lambda: HttpSettings())
+    sync: tuple[SyncSettings, ...] = ()
     source: Path | None = None  # the file these came from, None for built-in defaults
 
     def upstream_password(self) -> str:
@@ -295,6 +297,111 @@ def _next_hops(tables: list[Any]) -> tuple[NextHopSettings, ...]:
     return tuple(_next_hop(t, f"[gateway] next_hops[{i}]") for i, t in enumerate(tables))
 
 
+# --- [http] and [[sync]]: the HTTP API, webhook receivers and pull connectors ------------
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    listen: Endpoint | None = None  # off by default; loopback unless TLS and tokens
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # The public https://host[:port] the providers call (HubSpot signs the URL it called).
+    public_url: str = ""
+
+
+SYNC_PROVIDERS = ("generic", "mailchimp", "hubspot", "lemlist", "brevo", "csv")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSettings:
+    """One `[[sync]]` entry: a source kept in step by webhooks and/or a pull every `interval`."""
+
+    name: str
+    provider: str
+    interval: float | None = None  # seconds between pulls; None: webhooks only
+    webhook_secret_file: Path | None = None  # a webhook receiver at /webhooks/NAME
+    token_file: Path | None = None  # HubSpot access token
+    api_key_file: Path | None = None  # lemlist, Mailchimp
+    list_id: str = ""  # Mailchimp audience ID
+    url: str = ""  # csv: the export's URL
+    column: str | None = None  # csv: the address column
+    base_url: str = ""  # the provider's API root (tests, EU data centres)
+
+    def credential(self) -> str:
+        """The token or API key, read when needed (never kept in the settings)."""
+        return _read_secret(self.token_file or self.api_key_file, f"[[sync]] {self.name}")
+
+    def webhook_secret(self) -> str:
+        return _read_secret(self.webhook_secret_file, f"[[sync]] {self.name} webhook_secret_file")
+
+
+def _read_secret(path: Path | None, what: str) -> str:
+    if path is None:
+        return ""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{what}: {path}: {exc.strerror}") from None
+
+
+def _source_name(value: str) -> str:
+    if not value or len(value) > 64 or not all(c.isascii() and (c.isalnum() or c in "._-") for c in value):
+        raise ValueError("a name of letters, digits, '.', '_' or '-' (it ends the webhook URL)")
+    return value
+
+
+# What a pull needs besides an interval, per provider.
+_PULL_NEEDS = {"hubspot": ("token_file",), "lemlist": ("api_key_file",), "mailchimp": ("api_key_file", "list_id"),
+               "csv": ("url",)}  # fmt: skip
+
+
+_SYNC_KEYS: dict[str, tuple[type | tuple[type, ...], _Parser]] = {
+    "name": (str, _source_name),
+    "provider": (str, _choice(*SYNC_PROVIDERS)),
+    "interval": ((int, float), _positive),
+    "webhook_secret_file": (str, _optional_path),
+    "token_file": (str, _optional_path),
+    "api_key_file": (str, _optional_path),
+    "list_id": (str, None),
+    "url": (str, None),
+    "column": (str, None),
+    "base_url": (str, None),
+}
+
+
+def _sync_entries(tables: Any, where: str) -> tuple[SyncSettings, ...]:
+    if not isinstance(tables, list) or not all(isinstance(t, Mapping) for t in tables):
+        raise ConfigError(f"{where}[[sync]] must be an array of tables ([[sync]] then name = ..., provider = ...)")
+    out: list[SyncSettings] = []
+    for i, table in enumerate(tables, 1):
+        values: dict[str, Any] = {}
+        for key, raw in table.items():
+            spec = _SYNC_KEYS.get(key)
+            if spec is None:
+                raise ConfigError(f"{where}[[sync]] #{i}: unknown key {key} (known: {', '.join(_SYNC_KEYS)})")
+            expected, parser = spec
+            if not isinstance(raw, expected) or isinstance(raw, bool):
+                raise ConfigError(f"{where}[[sync]] #{i} {key} must be {_type_name(expected)}, got {raw!r}")
+            try:
+                values[key] = parser(raw) if parser else raw
+            except ValueError as exc:
+                raise ConfigError(f"{where}[[sync]] #{i} {key} must be {exc}, got {raw!r}") from None
+        if "name" not in values or "provider" not in values:
+            raise ConfigError(f"{where}[[sync]] #{i} needs a name and a provider")
+        entry = SyncSettings(**values)
+        if any(e.name == entry.name for e in out):
+            raise ConfigError(f"{where}[[sync]] name {entry.name!r} is used twice")
+        if entry.interval is None and entry.webhook_secret_file is None:
+            raise ConfigError(f"{where}[[sync]] {entry.name}: set interval (pull) or webhook_secret_file (webhook)")
+        if entry.interval is not None and entry.provider in ("brevo", "generic"):
+            raise ConfigError(f"{where}[[sync]] {entry.name}: {entry.provider} has no pull connector; drop interval")
+        missing = [k for k in _PULL_NEEDS.get(entry.provider, ()) if entry.interval and not getattr(entry, k)]
+        if missing:
+            raise ConfigError(f"{where}[[sync]] {entry.name}: a {entry.provider} pull needs {' and '.join(missing)}")
+        out.append(entry)
+    return tuple(out)
+
+
 # section -> key -> (TOML type, parser). The parser may be None for plain values.
 _Parser = Callable[[Any], Any] | None
 SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], _Parser]]] = {
@@ -349,6 +456,13 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], _Parser]]] = {
         "next_hop": (dict, _next_hop),
         "next_hops": (list, _next_hops),
     },
+    "http": {
+        "listen": (str, _optional_endpoint),
+        "tls_cert": (str, _optional_path),
+        "tls_key": (str, _optional_path),
+        "public_url": (str, None),
+    },
+    "sync": {},  # [[sync]]: an array of tables, read by _sync_entries
 }
 _NEXT_HOP_KEYS.update(
     {
@@ -374,6 +488,7 @@ _SECTION_TYPES: dict[str, type] = {
     "matching": MatchRules,
     "watch": WatchSettings,
     "gateway": GatewaySettings,
+    "http": HttpSettings,
 }
 
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "a table"}
@@ -393,6 +508,9 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Setting
     sections: dict[str, Any] = _upstream_auth_sections(data, where)
     for name, table in data.items():
         if name in _UPSTREAM_AUTH_SECTIONS:
+            continue
+        if name == "sync":
+            sections["sync"] = _sync_entries(table, where)
             continue
         if name not in SCHEMA:
             known = ", ".join([*SCHEMA, *_UPSTREAM_AUTH_SECTIONS])
@@ -450,6 +568,8 @@ def _check_together(s: Settings, where: str) -> None:
     if srv.auth != "local" and (s.credentials.default != "password" or s.credentials.users):
         # OAuth upstream credentials belong to local users, who are bound to their senders.
         raise ConfigError(f'{where}[credentials] other than "password" need [server] auth = "local"')
+    if (s.http.tls_cert is None) != (s.http.tls_key is None):
+        raise ConfigError(f"{where}[http] tls_cert and tls_key go together: set both or neither")
     _check_gateway(s.gateway, srv, where)
 
 

@@ -8,10 +8,22 @@ configuration.py, running.py and store.py the commands.
 
 from __future__ import annotations
 
-from smtpguard.cli import accounts, audit, configuration, lists, running, store, users
+from smtpguard.cli import accounts, audit, configuration, lists, running, store, syncing, tokens, users
 from smtpguard.cli.app import app
 
-__all__ = ["accounts", "app", "audit", "configuration", "lists", "main", "running", "store", "users"]
+__all__ = [
+    "accounts",
+    "app",
+    "audit",
+    "configuration",
+    "lists",
+    "main",
+    "running",
+    "store",
+    "syncing",
+    "tokens",
+    "users",
+]
 
 
 def main() -> None:

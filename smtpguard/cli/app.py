@@ -67,7 +67,7 @@ def no_type(ctx: Any) -> None:
 
 ORDER: tuple[str, ...] = (
     *("import", "add", "remove", "check", "list", "export"),
-    *("log", "stats", "user", "config", "serve", "demo", "send"),
+    *("log", "stats", "user", "token", "sync", "config", "serve", "demo", "send"),
 )
 
 
@@ -140,6 +140,10 @@ user_app = typer.Typer(help='Accounts for auth = "local".', no_args_is_help=True
 config_app = typer.Typer(help="Check and show the configuration.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(user_app, name="user")
 app.add_typer(config_app, name="config")
+token_app = typer.Typer(help="Bearer tokens for the HTTP API.", no_args_is_help=True, rich_markup_mode=None)
+sync_app = typer.Typer(help="Pull connectors ([[sync]] entries).", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(token_app, name="token")
+app.add_typer(sync_app, name="sync")
 
 
 def version_callback(value: bool) -> None:

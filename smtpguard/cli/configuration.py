@@ -77,6 +77,9 @@ def show_lines(settings: Settings, *, everything: bool) -> list[str]:
             body.append(f"{key} = {text}" if text is not None else f"# {key} is not set")
         if body:
             lines += ["", f"[{section}]", *body]
+    for entry in settings.sync:  # [[sync]]: the keys that are set (secrets stay in their files)
+        values = ((f, toml_value(getattr(entry, f))) for f in entry.__dataclass_fields__)
+        lines += ["", "[[sync]]", *(f"{f} = {t}" for f, t in values if t not in (None, '""'))]
     from smtpguard.oauth.settings import show_lines as oauth_lines  # tables of tables: rendered there
 
     return lines + oauth_lines(settings.oauth, settings.credentials)

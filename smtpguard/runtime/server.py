@@ -21,6 +21,7 @@ from pathlib import Path
 
 from smtpguard import config
 from smtpguard.config import ConfigError, Endpoint, Settings
+from smtpguard.runtime.extras import start_extras
 from smtpguard.runtime.safety import relay_problems
 from smtpguard.runtime.systemd import monotonic_usec, notify, watchdog_interval
 from smtpguard.smtp.audit import AuditWriter
@@ -213,6 +214,11 @@ async def serve_forever(settings: Settings, *, config_path: Path | None = None, 
         relay = await Relay.start(settings)
     except (RelayRefused, StoreError) as exc:
         raise ConfigError(str(exc)) from None  # the CLI prints it once, on stderr
+    try:
+        extras = await start_extras(relay, settings)  # the HTTP side and pull connectors, when configured
+    except BaseException:
+        await relay.stop(deadline=0)
+        raise
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reloads: asyncio.Queue[None] = asyncio.Queue()
@@ -242,6 +248,7 @@ async def serve_forever(settings: Settings, *, config_path: Path | None = None, 
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    await extras.stop()
     await relay.stop()
     log.info("stopped")
     return 0

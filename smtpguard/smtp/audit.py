@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections import deque
 
+from smtpguard.metrics import METRICS
 from smtpguard.suppression.store import Event, Store, StoreError
 
 log = logging.getLogger("smtpguard.audit")
@@ -44,6 +45,7 @@ class AuditWriter:
         return len(self._pending)
 
     def add(self, event: Event) -> None:
+        METRICS.inc("smtpguard_recipients_total", action=event.action, source=event.source)
         if len(self._pending) == self._pending.maxlen:
             self.dropped += 1  # the deque lets go of the oldest
         self._pending.append(event)

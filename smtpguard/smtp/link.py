@@ -14,6 +14,7 @@ from typing import Any
 import aiosmtplib
 
 from smtpguard import replies
+from smtpguard.metrics import METRICS
 from smtpguard.smtp import credentials
 from smtpguard.smtp.context import LOST, RelayContext, Transaction
 from smtpguard.smtp.nexthop import connect_first
@@ -93,6 +94,7 @@ class UpstreamLink:
             server.user or "-",
             server.client_ip,
         )
+        METRICS.message_finished(outcome)
         self.end_transaction(server, message_id)
 
     async def drop_upstream(self, server: RelaySession, why: str) -> None:

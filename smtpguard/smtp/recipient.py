@@ -10,11 +10,13 @@ the client hears.
 from __future__ import annotations
 
 import logging
+import time
 
 import aiosmtplib
 from aiosmtpd.smtp import Envelope, Session
 
 from smtpguard import replies
+from smtpguard.metrics import METRICS
 from smtpguard.replies import upstream_error, upstream_reply
 from smtpguard.smtp import dsn
 from smtpguard.smtp.context import LOST
@@ -44,7 +46,9 @@ class RecipientHook(UpstreamLink):
         if len(envelope.rcpt_tos) >= settings.server.max_recipients:
             return replies.TOO_MANY.say(lang)
         try:
+            started = time.perf_counter()
             entry = await verdict.check_recipient(self.ctx.store, address)
+            METRICS.rcpt_lookup(time.perf_counter() - started)
         except RoutingRefused as exc:
             return replies.ROUTING.say(lang, address=address, why=str(exc))
         except AddressError as exc:

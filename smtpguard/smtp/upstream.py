@@ -7,6 +7,7 @@ import ssl
 import aiosmtplib
 
 from smtpguard.config import UpstreamSettings
+from smtpguard.metrics import METRICS
 
 
 class UpstreamUnavailable(Exception):
@@ -41,8 +42,10 @@ async def connect(up: UpstreamSettings, local_hostname: str) -> aiosmtplib.SMTP:
         await client.connect()
         if client.is_ehlo_or_helo_needed:
             await client.ehlo()
+        METRICS.upstream(True)
     except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
         client.close()
+        METRICS.upstream(False)
         raise UpstreamUnavailable(describe(exc)) from None
     return client
 

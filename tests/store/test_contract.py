@@ -323,6 +323,20 @@ async def test_user_sender_addresses(store: Store) -> None:
     assert await store.user_addresses("alice") == []
 
 
+async def test_api_tokens(store: Store) -> None:
+    assert await store.tokens() == []
+    assert await store.add_token("crm", "write", "h1") is True
+    assert await store.add_token("grafana", "read", "h2") is True
+    assert await store.add_token("crm", "read", "h3") is False  # a name is taken once
+    assert [(t.name, t.scope) for t in await store.tokens()] == [("crm", "write"), ("grafana", "read")]
+    found = await store.token_by_hash("h1")
+    assert found is not None and (found.name, found.scope) == ("crm", "write")
+    assert await store.token_by_hash("h3") is None
+    assert await store.remove_token("crm") is True
+    assert await store.remove_token("crm") is False
+    assert await store.token_by_hash("h1") is None
+
+
 # --- matching rules: the list's own, changed only by change_rules ----------------------
 
 

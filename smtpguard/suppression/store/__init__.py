@@ -19,6 +19,8 @@ from smtpguard.suppression.store.base import (
     Stats,
     Store,
     StoreError,
+    Token,
+    TokenScope,
     utc_now,
     utc_today,
 )
@@ -39,6 +41,8 @@ __all__ = [
     "Stats",
     "Store",
     "StoreError",
+    "Token",
+    "TokenScope",
     "connect",
     "open_store",
     "utc_now",

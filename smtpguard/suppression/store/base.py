@@ -16,6 +16,9 @@ from smtpguard.suppression.addresses import Kind, MatchRules
 Action = Literal["rejected", "stripped", "monitored"]
 WebRole = Literal["viewer", "editor", "admin"]
 WEB_ROLES: tuple[WebRole, ...] = ("viewer", "editor", "admin")
+# Writes made through the HTTP API are audited as events too (`user` = "token:NAME").
+ApiAction = Literal["api-add", "api-remove", "api-import", "api-sync", "webhook"]
+TokenScope = Literal["read", "write"]
 
 
 class StoreError(RuntimeError):
@@ -64,7 +67,7 @@ class Event:
     """One audit record: a recipient refused, stripped or only monitored."""
 
     time: str  # ISO 8601 UTC
-    action: Action
+    action: Action | ApiAction
     sender: str
     recipient: str
     entry: str
@@ -75,6 +78,16 @@ class Event:
     # The relay that wrote it, where several share one log (PostgreSQL: its
     # [store] relay_name or [server] hostname); "" for a single relay's SQLite file.
     relay: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """An HTTP API token as stored: its name, scope and the SHA-256 of the secret."""
+
+    name: str
+    scope: TokenScope
+    hash: str
+    created: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,3 +199,15 @@ class Store(Protocol):
     async def user_addresses(self, name: str) -> list[str]:
         """The sender addresses `name` may use, as set; [] for any sender or no such user."""
         ...
+
+    async def add_token(self, name: str, scope: TokenScope, token_hash: str) -> bool:
+        """Store a new API token; False (nothing written) when `name` is taken."""
+        ...
+
+    async def remove_token(self, name: str) -> bool: ...
+
+    async def tokens(self) -> list[Token]:
+        """Every API token, by name."""
+        ...
+
+    async def token_by_hash(self, token_hash: str) -> Token | None: ...

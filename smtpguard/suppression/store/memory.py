@@ -10,7 +10,20 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Seq
 
 from smtpguard.suppression.addresses import DEFAULT_RULES, MatchRules
 
-from .base import AddResult, EntryRow, Event, Rows, RowTuple, Stats, WebRole, most_specific, utc_now, utc_today
+from .base import (
+    AddResult,
+    EntryRow,
+    Event,
+    Rows,
+    RowTuple,
+    Stats,
+    Token,
+    TokenScope,
+    WebRole,
+    most_specific,
+    utc_now,
+    utc_today,
+)
 
 
 class MemoryStore:
@@ -23,6 +36,7 @@ class MemoryStore:
         self._users: dict[str, tuple[str, str]] = {}  # name -> (hash, created)
         self._web_roles: dict[str, WebRole] = {}
         self._addresses: dict[str, list[str]] = {}  # name -> allowed sender addresses
+        self._tokens: dict[str, Token] = {}
 
     async def close(self) -> None:
         self._entries.clear()
@@ -144,3 +158,18 @@ class MemoryStore:
 
     async def user_addresses(self, name: str) -> list[str]:
         return list(self._addresses.get(name, []))
+
+    async def add_token(self, name: str, scope: TokenScope, token_hash: str) -> bool:
+        if name in self._tokens or any(t.hash == token_hash for t in self._tokens.values()):
+            return False
+        self._tokens[name] = Token(name, scope, token_hash, utc_now())
+        return True
+
+    async def remove_token(self, name: str) -> bool:
+        return self._tokens.pop(name, None) is not None
+
+    async def tokens(self) -> list[Token]:
+        return [self._tokens[n] for n in sorted(self._tokens)]
+
+    async def token_by_hash(self, token_hash: str) -> Token | None:
+        return next((t for t in self._tokens.values() if t.hash == token_hash), None)

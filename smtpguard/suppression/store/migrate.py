@@ -36,8 +36,9 @@ _TABLES: list[tuple[str, str, list[str]]] = [
     ),
     ("users", "SELECT name, hash, created, addresses FROM users", ["name", "hash", "created", "addresses"]),
     ("web_roles", "SELECT name, role FROM web_roles", ["name", "role"]),
+    ("tokens", "SELECT name, scope, hash, created FROM tokens", ["name", "scope", "hash", "created"]),
 ]
-_CLEARED = ["entries", "batches", "events", "web_roles", "users"]
+_CLEARED = ["entries", "batches", "events", "web_roles", "users", "tokens"]
 
 
 class TargetNotEmpty(StoreError):

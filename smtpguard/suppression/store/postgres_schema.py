@@ -65,6 +65,15 @@ MIGRATIONS: list[str] = [
     -- The sender addresses a local user may use, one per line ('' = any; as SQLite's migration 3).
     ALTER TABLE users ADD COLUMN addresses text NOT NULL DEFAULT '';
     """,
+    """
+    -- HTTP API bearer tokens: only a SHA-256 of each token (as SQLite's migration 4).
+    CREATE TABLE tokens (
+        name    text PRIMARY KEY,
+        scope   text NOT NULL CHECK (scope IN ('read', 'write')),
+        hash    text NOT NULL UNIQUE,
+        created text NOT NULL
+    );
+    """,
 ]
 
 # Several relays may open a fresh database at once: one migrates, the others wait.

@@ -1,4 +1,4 @@
-"""PostgreSQL's local accounts: passwords, web roles and sender addresses (as SQLite's)."""
+"""PostgreSQL's accounts: local users (passwords, web roles, sender addresses) and API tokens."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from .base import WEB_ROLES, WebRole, utc_now
+from .base import WEB_ROLES, Token, TokenScope, WebRole, utc_now
 
 
 class UserTables:
-    """The users, web_roles tables; `_connection()` comes from PostgresStore."""
+    """The users, web_roles and tokens tables; `_connection()` comes from PostgresStore."""
 
     def _connection(self) -> AbstractAsyncContextManager[Any]:
         raise NotImplementedError
@@ -73,3 +73,33 @@ class UserTables:
         async with self._connection() as conn:
             found = await conn.fetchval("SELECT addresses FROM users WHERE name = $1", name)
         return [a for a in str(found).split("\n") if a] if found is not None else []
+
+    async def add_token(self, name: str, scope: TokenScope, token_hash: str) -> bool:
+        async with self._connection() as conn:
+            found = await conn.fetchval(
+                "INSERT INTO tokens (name, scope, hash, created) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT DO NOTHING RETURNING name",
+                name,
+                scope,
+                token_hash,
+                utc_now(),
+            )
+        return found is not None
+
+    async def remove_token(self, name: str) -> bool:
+        async with self._connection() as conn:
+            return await conn.fetchval("DELETE FROM tokens WHERE name = $1 RETURNING name", name) is not None
+
+    async def tokens(self) -> list[Token]:
+        async with self._connection() as conn:
+            rows = await conn.fetch('SELECT name, scope, hash, created FROM tokens ORDER BY name COLLATE "C"')
+        return [_token(r) for r in rows]
+
+    async def token_by_hash(self, token_hash: str) -> Token | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow("SELECT name, scope, hash, created FROM tokens WHERE hash = $1", token_hash)
+        return None if row is None else _token(row)
+
+
+def _token(row: Any) -> Token:
+    return Token(str(row[0]), "write" if row[1] == "write" else "read", str(row[2]), str(row[3]))

@@ -56,4 +56,14 @@ MIGRATIONS: list[str] = [
     -- ('' = any sender, as before). Set by `smtpguard user add NAME --address A`.
     ALTER TABLE users ADD COLUMN addresses TEXT NOT NULL DEFAULT ''
     """,
+    """
+    -- HTTP API bearer tokens (smtpguard token add): only a SHA-256 of each
+    -- 256-bit random token is kept, so the file never holds a usable token.
+    CREATE TABLE tokens (
+        name    TEXT PRIMARY KEY,
+        scope   TEXT NOT NULL CHECK (scope IN ('read', 'write')),
+        hash    TEXT NOT NULL UNIQUE,
+        created TEXT NOT NULL
+    );
+    """,
 ]

@@ -41,6 +41,8 @@ from .base import (
     RowTuple,
     Stats,
     StoreError,
+    Token,
+    TokenScope,
     WebRole,
     most_specific,
     utc_now,
@@ -493,3 +495,37 @@ class SQLiteStore:
             async with db.execute("SELECT addresses FROM users WHERE name = ?", (name,)) as cur:
                 row = await cur.fetchone()
             return [a for a in str(row[0]).split("\n") if a] if row else []
+
+    # -- HTTP API tokens -----------------------------------------------------
+
+    async def add_token(self, name: str, scope: TokenScope, token_hash: str) -> bool:
+        async with (
+            self._transaction() as db,
+            db.execute(
+                "INSERT INTO tokens (name, scope, hash, created) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
+                " RETURNING name",
+                (name, scope, token_hash, utc_now()),
+            ) as cur,
+        ):
+            return await cur.fetchone() is not None
+
+    async def remove_token(self, name: str) -> bool:
+        async with (
+            self._transaction() as db,
+            db.execute("DELETE FROM tokens WHERE name = ? RETURNING name", (name,)) as cur,
+        ):
+            return await cur.fetchone() is not None
+
+    async def tokens(self) -> list[Token]:
+        return await self._tokens_where("1 ORDER BY name", ())
+
+    async def token_by_hash(self, token_hash: str) -> Token | None:
+        found = await self._tokens_where("hash = ?", (token_hash,))
+        return found[0] if found else None
+
+    async def _tokens_where(self, where: str, args: tuple[str, ...]) -> list[Token]:
+        with store_errors(self.path):
+            db = await self._writer()
+            async with db.execute(f"SELECT name, scope, hash, created FROM tokens WHERE {where}", args) as cur:
+                return [Token(str(r[0]), "write" if r[1] == "write" else "read", str(r[2]), str(r[3]))
+                        for r in await cur.fetchall()]  # fmt: skip
