@@ -109,13 +109,33 @@ class Settings:
 
     def upstream_password(self) -> str:
         """The relay's own upstream password (auth "local" / "none"), read when needed."""
-        path = self.upstream.password_file
-        if path is None:
+        if self.upstream.password_file is None:
             return ""
+        path = credential_path(self.upstream.password_file)
         try:
             return path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"[upstream] password_file {path}: {exc.strerror}") from None
+
+
+CREDENTIAL = "credential:"
+
+
+def credential_path(path: Path) -> Path:
+    """`credential:NAME` is systemd's LoadCredential= file NAME in $CREDENTIALS_DIRECTORY."""
+    text = str(path)
+    if not text.startswith(CREDENTIAL):
+        return path
+    name = text.removeprefix(CREDENTIAL)
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not folder:
+        raise ConfigError(
+            f"[upstream] password_file {text}: $CREDENTIALS_DIRECTORY is not set"
+            f" (set LoadCredential={name}:/path/to/file in the systemd unit)"
+        )
+    if not name or "/" in name:
+        raise ConfigError(f"[upstream] password_file {text}: a credential name has no '/' and is not empty")
+    return Path(folder) / name
 
 
 # --- value parsers: each returns the typed value or raises ValueError(expected form)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -29,8 +30,11 @@ async def config_check(cfg: Path) -> tuple[int, str, str]:
 
 
 def write(tmp: Path, body: str) -> Path:
+    """A configuration over an (empty) list in `tmp`: `serve` refuses a missing list."""
     cfg = tmp / "c.toml"
     cfg.write_text(body + f"\n[store]\npath = '{tmp / 'list.db'}'\n")
+    if not (tmp / "list.db").exists():
+        sqlite3.connect(tmp / "list.db").close()  # migrated to the schema when opened
     return cfg
 
 

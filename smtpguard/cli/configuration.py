@@ -15,7 +15,8 @@ from smtpguard.config import SCHEMA, Endpoint, Settings
 
 @config_app.command("check", cls=Command)
 def config_check(config_path: ConfigOpt = None, db: DbOpt = None) -> None:
-    """Validate the configuration and try the upstream connection (connect, TLS, EHLO)."""
+    """Validate the configuration, every file and permission serve needs, and try the upstream."""
+    from smtpguard.runtime.preflight import findings
     from smtpguard.runtime.probe import probe
     from smtpguard.runtime.safety import relay_problems
 
@@ -24,6 +25,11 @@ def config_check(config_path: ConfigOpt = None, db: DbOpt = None) -> None:
     problems = relay_problems(settings)
     for p in problems:
         typer.echo(f"refused: {p}")
+    for f in findings(settings):
+        typer.echo(f"{'refused' if f.problem else 'warning'}: {f.text}")
+        problems += [f.text] if f.problem else []
+    if not problems:
+        typer.echo("files and permissions: ok (store, TLS, password file, watched folder)")
     ok = run(lambda: probe(settings, typer.echo))
     if problems or not ok:
         raise typer.Exit(1)

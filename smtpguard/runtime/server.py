@@ -194,6 +194,11 @@ class Relay:
 
 async def serve_forever(settings: Settings, *, config_path: Path | None = None, db: Path | None = None) -> int:
     """`smtpguard serve`: run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
+    from smtpguard.runtime.preflight import problems
+
+    refused = await asyncio.to_thread(problems, settings)
+    if refused:
+        raise ConfigError("refusing to start: " + "; ".join(refused))
     try:
         relay = await Relay.start(settings)
     except (RelayRefused, StoreError) as exc:
