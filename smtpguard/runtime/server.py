@@ -61,6 +61,7 @@ class Relay:
         self.guard = RelayHandler(self.ctx)
         self.listeners: list[asyncio.Server] = []
         self.endpoints: list[Endpoint] = []  # as bound (port 0 resolved)
+        self.tls: ssl.SSLContext | None = None  # the listeners' context: renewed certificates load into it
 
     @classmethod
     async def start(cls, settings: Settings) -> Relay:
@@ -107,6 +108,7 @@ class Relay:
     async def _bind(self, settings: Settings) -> tuple[list[asyncio.Server], list[Endpoint]]:
         loop = asyncio.get_running_loop()
         tls = server_tls_context(settings)
+        self.tls = tls
         plan = [(settings.server.listen, False)]
         if settings.server.smtps_listen is not None:
             plan.append((settings.server.smtps_listen, True))
@@ -154,6 +156,12 @@ class Relay:
                 s.close()
             self.listeners, self.endpoints = listeners, endpoints
             log.info("reload: listeners re-bound (%s changed)", ", ".join(changed_keys))
+        elif self.tls is not None and new.server.tls_cert is not None and new.server.tls_key is not None:
+            # Same paths, perhaps renewed files (certbot renews in place): check
+            # them in a fresh context first, so a bad pair keeps the old one.
+            server_tls_context(new)
+            self.tls.load_cert_chain(new.server.tls_cert, new.server.tls_key)
+            log.info("reload: TLS certificate %s loaded again (new sessions use it)", new.server.tls_cert)
         self.ctx.settings = new
         log.info("reload: configuration applied")
 
