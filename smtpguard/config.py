@@ -97,6 +97,17 @@ class WatchSettings:
     import_memory_mb: int = 1024  # memory a dropped file may take to read (an XLSX bomb cannot take more)
 
 
+# --- [audit] (issue 9): how long the audit trail is kept -------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    retention_days: int = 365  # events older than this are deleted daily; 0 keeps them forever
+
+
+# --- end [audit] -------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -105,6 +116,7 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     matching: MatchRules = field(default_factory=MatchRules)
     watch: WatchSettings = field(default_factory=WatchSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
     source: Path | None = None  # the file these came from, None for built-in defaults
 
     def upstream_password(self) -> str:
@@ -239,6 +251,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], _Parser]]] = {
         "interval": ((int, float), _positive),
         "import_memory_mb": (int, _int_range(64, 1_048_576)),
     },
+    "audit": {"retention_days": (int, _int_range(0, 36_500))},
 }
 
 
@@ -249,6 +262,7 @@ _SECTION_TYPES: dict[str, type] = {
     "store": StoreSettings,
     "matching": MatchRules,
     "watch": WatchSettings,
+    "audit": AuditSettings,
 }
 
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}

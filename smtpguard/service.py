@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from smtpguard.suppression.addresses import AddressError, Entry, Kind, MatchRules, parse_entry
 from smtpguard.suppression.formats import ImportFormatError, Reject
 from smtpguard.suppression.store import EntryRow, Event, Store, connect, utc_now
+from smtpguard.suppression.store.base import EventGroup
 from smtpguard.suppression.verdict import check_address
 
 if TYPE_CHECKING:
@@ -89,6 +90,12 @@ class StatsResult:
     total: int
     expired: int
     events_last_30_days: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PersonCount:
+    name: str  # a user name ("" for unauthenticated sessions) or a sender address
+    events: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,8 +283,23 @@ class Service:
             if aclose is not None:
                 await aclose()
 
-    async def log(self, since: str | None = None, sender: str | None = None, limit: int | None = 100) -> list[Event]:
-        return await self.store.events(since=parse_since(since), sender=sender, limit=limit)
+    async def log(
+        self, since: str | None = None, sender: str | None = None, limit: int | None = 100, user: str | None = None
+    ) -> list[Event]:
+        return await self.store.events(since=parse_since(since), sender=sender, limit=limit, user=user)
+
+    async def prune_log(self, days: int) -> int:
+        """Delete audit events older than `days` ([audit] retention_days); how many went."""
+        from smtpguard.runtime.retention import prune
+
+        if days <= 0:
+            raise InvalidInput("[audit] retention_days is 0 (keep forever): nothing to prune; pass --days N")
+        return await prune(self.store, days)
+
+    async def top(self, by: EventGroup, limit: int = 10, days: int = STATS_DAYS) -> list[PersonCount]:
+        """Who (user or sender) had the most recipients refused, stripped or monitored lately."""
+        since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=days)).isoformat(timespec="seconds")
+        return [PersonCount(name, n) for name, n in await self.store.event_counts(since, by, limit)]
 
     async def stats(self, days: int = STATS_DAYS) -> StatsResult:
         since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=days)).isoformat(timespec="seconds")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from smtpguard import config
 from smtpguard.config import ConfigError, Endpoint, Settings
+from smtpguard.runtime.retention import retention_loop
 from smtpguard.runtime.safety import relay_problems
 from smtpguard.runtime.systemd import monotonic_usec, notify, watchdog_interval
 from smtpguard.smtp.audit import AuditWriter
@@ -224,6 +225,7 @@ async def serve_forever(settings: Settings, *, config_path: Path | None = None, 
         tasks.append(asyncio.create_task(_watchdog(interval), name="watchdog"))
     # Always running: it idles without a folder, so a reload can set one.
     tasks.append(asyncio.create_task(watch_folder(relay.ctx), name="watch"))
+    tasks.append(asyncio.create_task(retention_loop(relay.ctx), name="audit-retention"))
     notify("READY=1", f"STATUS=listening on {', '.join(map(str, relay.endpoints))}")
     log.info(
         "smtpguard ready (mode %s, auth %s, upstream %s:%d, list %s with %d entries)",
