@@ -78,6 +78,29 @@ class ImportResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplaceResult:
+    """One file made the whole of its source (or the diff, on a dry run)."""
+
+    file: str
+    source: str
+    rows: int
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    unchanged: int
+    elsewhere: int  # in the file but listed by another source: left as it is
+    invalid: int
+    rejects: tuple[Reject, ...]
+
+    @property
+    def added_count(self) -> int:
+        return len(self.added)
+
+    @property
+    def removed_count(self) -> int:
+        return len(self.removed)
+
+
+@dataclass(frozen=True, slots=True)
 class SourceCount:
     source: str
     kind: str
@@ -267,6 +290,55 @@ class Service:
             done.stats.invalid,
             tuple(done.rejects),
         )
+
+    async def replace_source(
+        self,
+        path: Path,
+        *,
+        source: str,
+        reason: str = "unsubscribed",
+        expires: str | None = None,
+        column: str | None = None,
+        dry_run: bool = False,
+        force: bool = False,
+        progress: Callable[[int], None] | None = None,
+        encoding: str | None = None,
+        delimiter: str | None = None,
+    ) -> ReplaceResult:
+        """`import --replace`: the entries of `source` become exactly the file's (one transaction).
+
+        Emptying a source, or removing more than half of a large one, is
+        refused (InvalidInput, nothing changed) unless `force`: the sync's guard.
+        """
+        from smtpguard.suppression.ingest import replace_from_file
+        from smtpguard.sync.sync import DropGuard, SyncRefused
+
+        expiry = parse_date(expires, "--expires")
+
+        def guard(current: int, removing: int, after: int) -> None:
+            if not force:
+                DropGuard().check(source, current, removing, after)
+
+        try:
+            with recoded(path, encoding, delimiter) as readable:
+                done = await replace_from_file(
+                    self.store, readable, source=source, reason=reason, expires=expiry, column=column,
+                    commit=not dry_run, guard=guard, progress=progress,
+                )  # fmt: skip
+        except SyncRefused as exc:
+            text = str(exc).replace("the fetch would", "the file would").replace("Force the sync", "Add --force")
+            raise InvalidInput(text.replace("to accept it.", "to accept it")) from None
+        d = done.diff
+        return ReplaceResult(
+            str(path), source, done.stats.rows, d.added, d.removed, d.unchanged, d.elsewhere, done.stats.invalid,
+            tuple(done.rejects),
+        )  # fmt: skip
+
+    async def remove_source(self, source: str) -> int:
+        return await self.store.remove_source(source)
+
+    async def source_count(self, source: str) -> int:
+        return sum([1 async for _ in self.store.entries(source=source)])
 
     async def entries(self, source: str | None = None, search: str | None = None) -> AsyncGenerator[EntryRow]:
         """The list's entries, streamed (list, export).
