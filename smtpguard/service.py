@@ -22,7 +22,10 @@ from smtpguard.suppression.addresses import AddressError, Entry, Kind, MatchRule
 from smtpguard.suppression.formats import ImportFormatError, Reject
 from smtpguard.suppression.store import EntryRow, Event, Store, connect, utc_now
 from smtpguard.suppression.store.base import EventGroup
-from smtpguard.suppression.verdict import check_address
+from smtpguard.suppression.verdict import match_address
+
+if TYPE_CHECKING:
+    from smtpguard.suppression.allow import AllowResult
 
 if TYPE_CHECKING:
     from smtpguard.config import Settings
@@ -47,6 +50,7 @@ class CheckResult:
     reason: str | None = None
     added: str | None = None
     expires: str | None = None
+    allowed_by_exception: bool = False  # the entry is an allow entry that lets it through
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,18 +230,32 @@ class Service:
         out = []
         for a in addresses:
             try:
-                hit = await check_address(self.store, a)
+                hit = await match_address(self.store, a)
             except AddressError as exc:
                 raise InvalidInput(f"{a!r} is not a valid address: {exc}") from None
             if hit is None:
                 out.append(CheckResult(a, False))
             else:
+                allowed = hit.kind == "allow"
                 out.append(
                     CheckResult(
-                        a, True, hit.original, hit.key, hit.kind, hit.source, hit.reason, hit.added, hit.expires
+                        a, not allowed, hit.original, hit.key, hit.kind, hit.source, hit.reason, hit.added,
+                        hit.expires, allowed_by_exception=allowed,
                     )
-                )
+                )  # fmt: skip
         return out
+
+    async def allow(
+        self, texts: Sequence[str], *, remove: bool = False, reason: str = "allowed by hand", expires: str | None = None
+    ) -> list[AllowResult]:
+        """Add (or `remove`) allow entries: exceptions inside blocked domains."""
+        from smtpguard.suppression.allow import allow, disallow
+
+        expiry = parse_date(expires, "--expires")
+        entries = self.parse_entries(texts)
+        if remove:
+            return await disallow(self.store, entries)
+        return await allow(self.store, entries, reason=reason, expires=expiry)
 
     async def add(
         self, texts: Sequence[str], *, source: str, reason: str, expires: str | None = None

@@ -8,10 +8,10 @@ configuration.py and running.py the commands.
 
 from __future__ import annotations
 
-from smtpguard.cli import audit, configuration, lists, running, setup, users
+from smtpguard.cli import allowing, audit, configuration, lists, running, setup, users
 from smtpguard.cli.app import app
 
-__all__ = ["app", "audit", "configuration", "lists", "main", "running", "setup", "users"]
+__all__ = ["allowing", "app", "audit", "configuration", "lists", "main", "running", "setup", "users"]
 
 
 def main() -> None:

@@ -231,6 +231,8 @@ def remove(
 
 
 def check_line(r: CheckResult) -> str:
+    if r.allowed_by_exception:
+        return f"allowed  {r.address}  by exception {r.entry} (reason {r.reason}, added {(r.added or '')[:10]})"
     if not r.blocked:
         return f"allowed  {r.address}"
     return (
@@ -296,7 +298,8 @@ def list_(
             with Rows(fmt, entry_line, header="entry\tkind\tsource\treason\tadded\texpires") as rows:
                 async with aclosing(service.entries(source=source, search=search)) as entries:
                     async for e in entries:
-                        rows.add(e)
+                        if e.kind != "allow" or format_ is not ExportFormat.txt:  # txt: addresses to block only
+                            rows.add(e)
             return rows.count
 
     n = run(main)
@@ -349,7 +352,8 @@ def export(
             with export_rows(format_, out) as rows:
                 async with aclosing(service.entries()) as entries:
                     async for e in entries:
-                        rows.add(e)
+                        if e.kind != "allow" or format_ is not ExportFormat.txt:  # txt: addresses to block only
+                            rows.add(e)
             return rows.count
 
     async def main() -> int:

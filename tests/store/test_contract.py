@@ -392,3 +392,16 @@ def utc() -> str:
     from smtpguard.suppression.store import utc_now
 
     return utc_now()
+
+
+async def test_allow_entries_are_stored_and_the_most_specific_entry_wins(store: Store) -> None:
+    from smtpguard.suppression.verdict import check_address, match_address
+
+    allow = row("jane@x.com")._replace(kind="allow")
+    sub = row("@sales.x.com")._replace(kind="allow")
+    await store.add_entries([row("@x.com"), allow, sub, row("@eu.sales.x.com")])
+    assert (await match_address(store, "jane@x.com")) == allow
+    assert await check_address(store, "jane@x.com") is None
+    assert await check_address(store, "a@sales.x.com") is None
+    assert (await check_address(store, "bob@x.com")).key == "@x.com"  # type: ignore[union-attr]
+    assert (await check_address(store, "a@eu.sales.x.com")).key == "@eu.sales.x.com"  # type: ignore[union-attr]
