@@ -298,8 +298,7 @@ def list_(
             with Rows(fmt, entry_line, header="entry\tkind\tsource\treason\tadded\texpires") as rows:
                 async with aclosing(service.entries(source=source, search=search)) as entries:
                     async for e in entries:
-                        if e.kind != "allow" or format_ is not ExportFormat.txt:  # txt: addresses to block only
-                            rows.add(e)
+                        rows.add(e)
             return rows.count
 
     n = run(main)
