@@ -132,6 +132,6 @@ def test_config_show_prints_the_effective_settings_as_toml(tmp_path: Path) -> No
     everything = show("--config", str(cfg), "--all")
     assert "s3cret" not in everything
     parsed = tomllib.loads(everything)
-    assert set(parsed) == {"server", "upstream", "policy", "store", "matching", "watch"}
+    assert set(parsed) == {"server", "upstream", "policy", "store", "matching", "watch", "audit"}
     # What it prints is a configuration that loads back to the same settings.
     assert from_mapping(parsed, cfg) == load(cfg)

@@ -32,7 +32,8 @@ def log(
         bool, typer.Option("--prune", help="Delete events older than [audit] retention_days (or --days) instead.")
     ] = False,
     days: Annotated[
-        int | None, typer.Option(help="With --prune: keep this many days [default: [audit] retention_days]", min=1)
+        int | None,
+        typer.Option(help="With --prune: keep this many days [default: [audit] retention_days]", min=1, metavar="N"),
     ] = None,
     json_: JsonOpt = False,
     nl: NlOpt = False,
