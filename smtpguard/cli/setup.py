@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -32,6 +33,23 @@ def init(config_path: ConfigOpt = None, db: DbOpt = None) -> None:
 
     run(main)
     typer.echo(f"created an empty list at {path} ({settings.matching.describe()})")
+    warn_if_not_the_folders_owner(path)
+
+
+def warn_if_not_the_folders_owner(path: Path) -> None:
+    """root creating the list in the service user's folder: the service could not write it."""
+    import os
+
+    from smtpguard.runtime.preflight import user_name
+
+    owner = path.resolve().parent.stat().st_uid
+    if owner != os.geteuid():
+        who = user_name(owner)
+        typer.echo(
+            f"warning: {path} belongs to {user_name(os.geteuid())}, its folder to {who}: a relay running as {who}"
+            f" could not write it. Fix: chown {who}: {path} (or run smtpguard as {who}: sudo -u {who} smtpguard …)",
+            err=True,
+        )
 
 
 @rules_app.command("show", cls=Command)

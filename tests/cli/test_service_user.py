@@ -178,3 +178,18 @@ def test_a_symlinked_watch_folder_is_refused(tmp_path: Path) -> None:
     assert found.problem and "is a symlink" in found.text
     settings = from_mapping({"watch": {"folder": str(tmp_path / "absent")}})
     assert "no such folder" in watch_findings(settings)[0].text
+
+
+@needs_nobody
+def test_init_by_root_in_the_service_users_folder_warns(shared: Path) -> None:
+    user = nobody()
+    assert user is not None
+    os.chown(shared, user.pw_uid, user.pw_gid)  # as systemd's StateDirectory= would be
+    made = smtpguard("init", "--db", str(shared / "list.db"))
+    assert made.returncode == 0
+    assert made.stderr.strip() == (
+        f"warning: {shared / 'list.db'} belongs to root, its folder to nobody: a relay running as nobody could not"
+        f" write it. Fix: chown nobody: {shared / 'list.db'} (or run smtpguard as nobody: sudo -u nobody smtpguard …)"
+    )
+    mine = smtpguard("init", "--db", str(shared / "theirs.db"), as_nobody=True)
+    assert mine.returncode == 0 and mine.stderr == ""
