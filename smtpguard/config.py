@@ -102,6 +102,17 @@ class WatchSettings:
     import_memory_mb: int = 1024  # memory a dropped file may take to read (an XLSX bomb cannot take more)
 
 
+# --- [audit] (issue 9): how long the audit trail is kept -------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    retention_days: int = 365  # events older than this are deleted daily; 0 keeps them forever
+
+
+# --- end [audit] -------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class NextHopSettings:
     """Where the gateway hands allowed mail on (docs/gateway.md): TLS and verification on by default."""
@@ -162,13 +173,14 @@ class Settings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     http: HttpSettings = field(default_factory=lambda: HttpSettings())
     sync: tuple[SyncSettings, ...] = ()
+    audit: AuditSettings = field(default_factory=AuditSettings)
     source: Path | None = None  # the file these came from, None for built-in defaults
 
     def upstream_password(self) -> str:
         """The relay's own upstream password (auth "local" / "none"), read when needed."""
-        path = self.upstream.password_file
-        if path is None:
+        if self.upstream.password_file is None:
             return ""
+        path = credential_path(self.upstream.password_file)
         try:
             return path.read_text(encoding="utf-8").strip()
         except OSError as exc:
@@ -178,6 +190,26 @@ class Settings:
     def oauth_state_dir(self) -> Path:
         """Where the encrypted tokens live (`<dir>/oauth/`): [oauth] state_dir, else beside the store."""
         return self.oauth.state_dir or self.store.path.parent
+
+
+CREDENTIAL = "credential:"
+
+
+def credential_path(path: Path) -> Path:
+    """`credential:NAME` is systemd's LoadCredential= file NAME in $CREDENTIALS_DIRECTORY."""
+    text = str(path)
+    if not text.startswith(CREDENTIAL):
+        return path
+    name = text.removeprefix(CREDENTIAL)
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not folder:
+        raise ConfigError(
+            f"[upstream] password_file {text}: $CREDENTIALS_DIRECTORY is not set"
+            f" (set LoadCredential={name}:/path/to/file in the systemd unit)"
+        )
+    if not name or "/" in name:
+        raise ConfigError(f"[upstream] password_file {text}: a credential name has no '/' and is not empty")
+    return Path(folder) / name
 
 
 # --- value parsers: each returns the typed value or raises ValueError(expected form)
@@ -463,6 +495,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], _Parser]]] = {
         "public_url": (str, None),
     },
     "sync": {},  # [[sync]]: an array of tables, read by _sync_entries
+    "audit": {"retention_days": (int, _int_range(0, 36_500))},
 }
 _NEXT_HOP_KEYS.update(
     {
@@ -489,6 +522,7 @@ _SECTION_TYPES: dict[str, type] = {
     "watch": WatchSettings,
     "gateway": GatewaySettings,
     "http": HttpSettings,
+    "audit": AuditSettings,
 }
 
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "a table"}

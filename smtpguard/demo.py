@@ -27,7 +27,14 @@ from smtpguard.suppression.store import open_store
 
 log = logging.getLogger("smtpguard.demo")
 
-DEMO_LIST = Path("examples/unsubscribed.csv")
+
+def demo_list() -> Path:
+    """The demo list shipped inside the package (smtpguard/data), wherever it is installed."""
+    from importlib.resources import files
+
+    return Path(str(files("smtpguard") / "data" / "unsubscribed.csv"))
+
+
 DEMO_SOURCE = "lemlist export (demo)"
 ALLOWED = "colleague@example.com"
 REFUSED = "jane.doe@example.com"
@@ -111,9 +118,12 @@ Point a mail program at 127.0.0.1:{port} (no password) to try it by hand. Ctrl-C
 """
 
 
-async def run_demo(folder: Path, port: int, list_file: Path = DEMO_LIST) -> int:
+async def run_demo(folder: Path, port: int, list_file: Path | None = None) -> int:
+    list_file = list_file or demo_list()
     if not list_file.exists():
-        raise FileNotFoundError(2, "the demo list is missing (run from the smtpguard checkout)", str(list_file))
+        raise FileNotFoundError(
+            2, "the demo list is missing from this installation (reinstall smtpguard)", str(list_file)
+        )
     folder.mkdir(parents=True, exist_ok=True)
     upstream, upstream_port = await start_mail_folder(folder / "mail")
     settings = demo_settings(folder, port, upstream_port)

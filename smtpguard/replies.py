@@ -312,21 +312,38 @@ def _date(entry: EntryRow) -> str:
     return entry.added[:10]
 
 
-def _why(s: Suppressed, lang: str) -> str:
+# The reasons smtpguard itself writes (imports, `add`, syncs), as a French reader
+# says them; any other reason (typed by someone) is shown as it was typed.
+FR_REASONS = {
+    "unsubscribed": "désinscrit",
+    "bounced": "adresse en erreur",
+    "bounce": "adresse en erreur",
+    "complained": "plainte pour spam",
+    "complaint": "plainte pour spam",
+    "spam": "plainte pour spam",
+    "added by hand": "ajouté à la main",
+    "opted out of email (HubSpot)": "ne veut plus d'e-mails (HubSpot)",
+}
+
+
+def _why(s: Suppressed, lang: str, *, short: bool = False) -> str:
+    """Why one recipient is refused; `short` in a listing whose first line already says "on the list"."""
     e = s.entry
+    domain = e.original.lstrip("@")
     if lang == "fr":
-        who = (
-            f"tout le domaine {e.original.lstrip('@')} est sur la liste d'exclusion"
-            if e.kind == "domain"
-            else "cette adresse est sur la liste d'exclusion"
-        )
-        return f"{who} depuis le {_date(e)} (motif : {e.reason}, source : {e.source})"
-    who = (
-        f"everyone at {e.original.lstrip('@')} is on the do-not-contact list"
-        if e.kind == "domain"
-        else "this address is on the do-not-contact list"
-    )
-    return f"{who} since {_date(e)} (reason: {e.reason}, source: {e.source})"
+        reason = FR_REASONS.get(e.reason.strip(), e.reason)
+        if short:
+            who = f"tout le domaine {domain}, " if e.kind == "domain" else ""
+        else:
+            who = f"tout le domaine {domain} est" if e.kind == "domain" else "cette adresse est"
+            who += " sur la liste d'exclusion "
+        return f"{who}depuis le {_date(e)} (motif : {reason}, source : {e.source})"
+    if short:
+        who = f"everyone at {domain}, " if e.kind == "domain" else ""
+    else:
+        who = f"everyone at {domain} is" if e.kind == "domain" else "this address is"
+        who += " on the do-not-contact list "
+    return f"{who}since {_date(e)} (reason: {e.reason}, source: {e.source})"
 
 
 def recipient_refusal(s: Suppressed, lang: str) -> str:
@@ -347,10 +364,11 @@ def message_refusal(suppressed: Sequence[Suppressed], lang: str) -> str:
     """One multi-line 550 listing every suppressed recipient (mode "reject-message")."""
     if lang == "fr":
         head = "Message non envoyé : ces destinataires sont sur la liste d'exclusion :"
-        tail = ["Retirez-les puis renvoyez ; personne n'a reçu ce message."]
+        tail = ["Retirez-les puis renvoyez ; personne n'a reçu ce message"]
     else:
         head = "Message not sent: these recipients are on the do-not-contact list:"
-        tail = ["Remove them and send again; nobody received this message."]
+        # No full stop at the end: Thunderbird adds its own after the server's text.
+        tail = ["Remove them and send again; nobody received this message"]
     return _listing(head, suppressed, lang, tail)
 
 
@@ -364,7 +382,7 @@ def all_stripped(suppressed: Sequence[Suppressed], lang: str) -> str:
 
 
 def _listing(head: str, suppressed: Sequence[Suppressed], lang: str, tail: Sequence[str] = ()) -> str:
-    lines = [head, *(f"{s.address}: {_why(s, lang)}" for s in suppressed), *tail]
+    lines = [head, *(f"{s.address}: {_why(s, lang, short=True)}" for s in suppressed), *tail]
     return multiline(int(Code.REFUSED), "5.7.1", lines)
 
 

@@ -21,8 +21,11 @@ from typing import TYPE_CHECKING
 from smtpguard.suppression.addresses import AddressError, Entry, Kind, MatchRules, parse_entry
 from smtpguard.suppression.formats import ImportFormatError, Reject
 from smtpguard.suppression.store import EntryRow, Event, Store, connect, utc_now
-from smtpguard.suppression.store.base import WEB_ROLES, WebRole
-from smtpguard.suppression.verdict import check_address
+from smtpguard.suppression.store.base import WEB_ROLES, EventGroup, WebRole
+from smtpguard.suppression.verdict import match_address
+
+if TYPE_CHECKING:
+    from smtpguard.suppression.allow import AllowResult
 
 if TYPE_CHECKING:
     from smtpguard.config import Settings
@@ -47,6 +50,7 @@ class CheckResult:
     reason: str | None = None
     added: str | None = None
     expires: str | None = None
+    allowed_by_exception: bool = False  # the entry is an allow entry that lets it through
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,29 @@ class ImportResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplaceResult:
+    """One file made the whole of its source (or the diff, on a dry run)."""
+
+    file: str
+    source: str
+    rows: int
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    unchanged: int
+    elsewhere: int  # in the file but listed by another source: left as it is
+    invalid: int
+    rejects: tuple[Reject, ...]
+
+    @property
+    def added_count(self) -> int:
+        return len(self.added)
+
+    @property
+    def removed_count(self) -> int:
+        return len(self.removed)
+
+
+@dataclass(frozen=True, slots=True)
 class SourceCount:
     source: str
     kind: str
@@ -90,6 +117,12 @@ class StatsResult:
     total: int
     expired: int
     events_last_30_days: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PersonCount:
+    name: str  # a user name ("" for unauthenticated sessions) or a sender address
+    events: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,18 +239,32 @@ class Service:
         out = []
         for a in addresses:
             try:
-                hit = await check_address(self.store, a)
+                hit = await match_address(self.store, a)
             except AddressError as exc:
                 raise InvalidInput(f"{a!r} is not a valid address: {exc}") from None
             if hit is None:
                 out.append(CheckResult(a, False))
             else:
+                allowed = hit.kind == "allow"
                 out.append(
                     CheckResult(
-                        a, True, hit.original, hit.key, hit.kind, hit.source, hit.reason, hit.added, hit.expires
+                        a, not allowed, hit.original, hit.key, hit.kind, hit.source, hit.reason, hit.added,
+                        hit.expires, allowed_by_exception=allowed,
                     )
-                )
+                )  # fmt: skip
         return out
+
+    async def allow(
+        self, texts: Sequence[str], *, remove: bool = False, reason: str = "allowed by hand", expires: str | None = None
+    ) -> list[AllowResult]:
+        """Add (or `remove`) allow entries: exceptions inside blocked domains."""
+        from smtpguard.suppression.allow import allow, disallow
+
+        expiry = parse_date(expires, "--expires")
+        entries = self.parse_entries(texts)
+        if remove:
+            return await disallow(self.store, entries)
+        return await allow(self.store, entries, reason=reason, expires=expiry)
 
     async def add(
         self, texts: Sequence[str], *, source: str, reason: str, expires: str | None = None
@@ -271,6 +318,55 @@ class Service:
             tuple(done.rejects),
         )
 
+    async def replace_source(
+        self,
+        path: Path,
+        *,
+        source: str,
+        reason: str = "unsubscribed",
+        expires: str | None = None,
+        column: str | None = None,
+        dry_run: bool = False,
+        force: bool = False,
+        progress: Callable[[int], None] | None = None,
+        encoding: str | None = None,
+        delimiter: str | None = None,
+    ) -> ReplaceResult:
+        """`import --replace`: the entries of `source` become exactly the file's (one transaction).
+
+        Emptying a source, or removing more than half of a large one, is
+        refused (InvalidInput, nothing changed) unless `force`: the sync's guard.
+        """
+        from smtpguard.suppression.ingest import replace_from_file
+        from smtpguard.sync.sync import DropGuard, SyncRefused
+
+        expiry = parse_date(expires, "--expires")
+
+        def guard(current: int, removing: int, after: int) -> None:
+            if not force:
+                DropGuard().check(source, current, removing, after)
+
+        try:
+            with recoded(path, encoding, delimiter) as readable:
+                done = await replace_from_file(
+                    self.store, readable, source=source, reason=reason, expires=expiry, column=column,
+                    commit=not dry_run, guard=guard, progress=progress,
+                )  # fmt: skip
+        except SyncRefused as exc:
+            text = str(exc).replace("the fetch would", "the file would").replace("Force the sync", "Add --force")
+            raise InvalidInput(text.replace("to accept it.", "to accept it")) from None
+        d = done.diff
+        return ReplaceResult(
+            str(path), source, done.stats.rows, d.added, d.removed, d.unchanged, d.elsewhere, done.stats.invalid,
+            tuple(done.rejects),
+        )  # fmt: skip
+
+    async def remove_source(self, source: str) -> int:
+        return await self.store.remove_source(source)
+
+    async def source_count(self, source: str) -> int:
+        return sum([1 async for _ in self.store.entries(source=source)])
+
     async def entries(self, source: str | None = None, search: str | None = None) -> AsyncGenerator[EntryRow]:
         """The list's entries, streamed (list, export).
 
@@ -286,8 +382,23 @@ class Service:
             if aclose is not None:
                 await aclose()
 
-    async def log(self, since: str | None = None, sender: str | None = None, limit: int | None = 100) -> list[Event]:
-        return await self.store.events(since=parse_since(since), sender=sender, limit=limit)
+    async def log(
+        self, since: str | None = None, sender: str | None = None, limit: int | None = 100, user: str | None = None
+    ) -> list[Event]:
+        return await self.store.events(since=parse_since(since), sender=sender, limit=limit, user=user)
+
+    async def prune_log(self, days: int) -> int:
+        """Delete audit events older than `days` ([audit] retention_days); how many went."""
+        from smtpguard.runtime.retention import prune
+
+        if days <= 0:
+            raise InvalidInput("[audit] retention_days is 0 (keep forever): nothing to prune; pass --days N")
+        return await prune(self.store, days)
+
+    async def top(self, by: EventGroup, limit: int = 10, days: int = STATS_DAYS) -> list[PersonCount]:
+        """Who (user or sender) had the most recipients refused, stripped or monitored lately."""
+        since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=days)).isoformat(timespec="seconds")
+        return [PersonCount(name, n) for name, n in await self.store.event_counts(since, by, limit)]
 
     async def stats(self, days: int = STATS_DAYS) -> StatsResult:
         since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=days)).isoformat(timespec="seconds")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -29,8 +30,11 @@ async def config_check(cfg: Path) -> tuple[int, str, str]:
 
 
 def write(tmp: Path, body: str) -> Path:
+    """A configuration over an (empty) list in `tmp`: `serve` refuses a missing list."""
     cfg = tmp / "c.toml"
     cfg.write_text(body + f"\n[store]\npath = '{tmp / 'list.db'}'\n")
+    if not (tmp / "list.db").exists():
+        sqlite3.connect(tmp / "list.db").close()  # migrated to the schema when opened
     return cfg
 
 
@@ -128,6 +132,6 @@ def test_config_show_prints_the_effective_settings_as_toml(tmp_path: Path) -> No
     everything = show("--config", str(cfg), "--all")
     assert "s3cret" not in everything
     parsed = tomllib.loads(everything)
-    assert set(parsed) == {"server", "upstream", "policy", "store", "matching", "watch", "gateway", "http"}
+    assert set(parsed) == {"server", "upstream", "policy", "store", "matching", "watch", "gateway", "http", "audit"}
     # What it prints is a configuration that loads back to the same settings.
     assert from_mapping(parsed, cfg) == load(cfg)

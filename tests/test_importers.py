@@ -148,13 +148,20 @@ def test_column_forces_the_address_column(tmp_path: Path) -> None:
         load(path, column="Courriel")
 
 
+def test_a_comma_separated_header_is_shown_with_commas(tmp_path: Path) -> None:
+    path = tmp_path / "people.csv"
+    path.write_text("Name,Phone,City\nJean,0123,Paris\nMarie,0456,Lyon\n", encoding="utf-8")
+    with pytest.raises(ImportFormatError, match="no address column found in header: Name, Phone, City — use --column"):
+        load(path)
+
+
 def test_no_address_column_is_a_format_error(tmp_path: Path) -> None:
     path = tmp_path / "people.csv"
     path.write_text("Nom;Prénom;Ville\nDupont;Jean;Paris\nMartin;Marie;Lyon\n", encoding="utf-8")
     with pytest.raises(ImportFormatError) as info:
         load(path)
     assert str(path) in str(info.value)
-    assert "no address column found in header: Nom;Prénom;Ville — use --column" in str(info.value)
+    assert "no address column found in header: Nom;Prénom;Ville — use --column" in str(info.value)  # as in the file
 
 
 @pytest.mark.parametrize(

@@ -149,6 +149,9 @@ async def test_unusable_file_goes_to_failed_with_the_reason(
     await until(lambda: any(r.levelno == logging.ERROR for r in caplog.records))
     text = report(inbox / "failed", name)
     assert "result:     FAILED: " in text and why in text and "nothing was changed" in text
+    assert "use --column" not in text  # no option can be given to a dropped file
+    if why == "no address column found":
+        assert "header: name;phone; name the address column email" in text and "drop the file again" in text
     assert entries(relay) == 2
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and name in errors[0].getMessage() and why in errors[0].getMessage()

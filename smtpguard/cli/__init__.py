@@ -8,17 +8,31 @@ configuration.py, running.py and store.py the commands.
 
 from __future__ import annotations
 
-from smtpguard.cli import accounts, audit, configuration, lists, running, store, syncing, tokens, users
+from smtpguard.cli import (
+    accounts,
+    allowing,
+    audit,
+    configuration,
+    lists,
+    running,
+    setup,
+    store,
+    syncing,
+    tokens,
+    users,
+)
 from smtpguard.cli.app import app
 
 __all__ = [
     "accounts",
+    "allowing",
     "app",
     "audit",
     "configuration",
     "lists",
     "main",
     "running",
+    "setup",
     "store",
     "syncing",
     "tokens",

@@ -67,7 +67,7 @@ def no_type(ctx: Any) -> None:
 
 ORDER: tuple[str, ...] = (
     *("import", "add", "remove", "check", "list", "export"),
-    *("log", "stats", "user", "token", "sync", "config", "serve", "demo", "send"),
+    *("log", "stats", "allow", "user", "token", "sync", "init", "rules", "config", "serve", "demo", "send"),
 )
 
 

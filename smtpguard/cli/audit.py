@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -9,7 +10,7 @@ import typer
 from smtpguard.cli.app import Command, app
 from smtpguard.cli.options import ConfigOpt, DbOpt, JsonOpt, NlOpt, Output, output, run, settings_for
 from smtpguard.cli.output import Rows, emit_json, plural
-from smtpguard.service import StatsResult, open_service
+from smtpguard.service import PersonCount, StatsResult, open_service
 from smtpguard.suppression.store import Event
 
 
@@ -26,7 +27,15 @@ def event_line(e: Event) -> str:
 def log(
     since: Annotated[str | None, typer.Option(help="From this date or time (ISO 8601, UTC).", metavar="WHEN")] = None,
     sender: Annotated[str | None, typer.Option(help="Only this sender.", metavar="ADDRESS")] = None,
+    user: Annotated[str | None, typer.Option(help="Only this local or logged-in user.", metavar="NAME")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, the most recent.", min=1, metavar="N")] = 100,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Delete events older than [audit] retention_days (or --days) instead.")
+    ] = False,
+    days: Annotated[
+        int | None,
+        typer.Option(help="With --prune: keep this many days [default: [audit] retention_days]", min=1, metavar="N"),
+    ] = None,
     json_: JsonOpt = False,
     nl: NlOpt = False,
     config_path: ConfigOpt = None,
@@ -35,10 +44,20 @@ def log(
     """The audit trail of refused, stripped and monitored recipients."""
     fmt = output(json_, nl)
     settings = settings_for(config_path, db)
+    if prune:
+        keep = days or settings.audit.retention_days
+
+        async def pruning() -> int:
+            async with open_service(settings, create=False) as service:
+                return await service.prune_log(keep)
+
+        gone = run(pruning)
+        typer.echo(f"deleted {plural(gone, 'event')} older than {plural(keep, 'day')}")
+        return
 
     async def main() -> list[Event]:
         async with open_service(settings, create=False) as service:
-            return await service.log(since=since, sender=sender, limit=limit)
+            return await service.log(since=since, sender=sender, limit=limit, user=user)
 
     events = run(main)
     with Rows(fmt, event_line) as rows:
@@ -56,10 +75,39 @@ def stats_lines(r: StatsResult) -> list[str]:
     return lines
 
 
+class By(StrEnum):
+    user = "user"
+    sender = "sender"
+
+
 @app.command(cls=Command)
-def stats(json_: JsonOpt = False, config_path: ConfigOpt = None, db: DbOpt = None) -> None:
-    """Entry counts by source and kind, and refusals over the last 30 days."""
+def stats(
+    by: Annotated[
+        By | None, typer.Option(help="Instead: who had the most recipients caught in the last 30 days.")
+    ] = None,
+    top: Annotated[int, typer.Option(help="With --by: how many to show.", min=1, metavar="N")] = 10,
+    json_: JsonOpt = False,
+    config_path: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Entry counts by source and kind, and refusals over the last 30 days (--by user|sender: per person)."""
     settings = settings_for(config_path, db)
+    if by is not None:
+        group = by
+
+        async def people() -> list[PersonCount]:
+            async with open_service(settings, create=False) as service:
+                return await service.top(group.value, top)
+
+        found = run(people)
+        if json_:
+            emit_json(found)
+            return
+        if not found:
+            typer.echo("no events in the last 30 days", err=True)
+        for p in found:
+            typer.echo(f"{p.events:>9,}  {p.name or '(no login)'}")
+        return
 
     async def main() -> StatsResult:
         async with open_service(settings, create=False) as service:

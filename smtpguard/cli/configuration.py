@@ -17,9 +17,11 @@ from smtpguard.suppression.store.postgres_connect import redact_url
 
 @config_app.command("check", cls=Command)
 def config_check(config_path: ConfigOpt = None, db: DbOpt = None) -> None:
-    """Validate the configuration and try the upstream connection (connect, TLS, EHLO, login);
-    with [oauth] accounts, a real token refresh and an XOAUTH2 login for each."""
+    """Validate the configuration, every file and permission serve needs, and try the upstream
+    (connect, TLS, EHLO, login); with [oauth] accounts, a real token refresh and an XOAUTH2 login
+    for each; with [gateway], each next hop."""
     from smtpguard.runtime.oauthprobe import oauth_probe
+    from smtpguard.runtime.preflight import findings
     from smtpguard.runtime.probe import probe
     from smtpguard.runtime.safety import relay_problems
 
@@ -28,6 +30,11 @@ def config_check(config_path: ConfigOpt = None, db: DbOpt = None) -> None:
     problems = relay_problems(settings)
     for p in problems:
         typer.echo(f"refused: {p}")
+    for f in findings(settings):
+        typer.echo(f"{'refused' if f.problem else 'warning'}: {f.text}")
+        problems += [f.text] if f.problem else []
+    if not problems:
+        typer.echo("files and permissions: ok (store, TLS, password file, watched folder)")
     ok = run(lambda: probe(settings, typer.echo))
     ok = run(lambda: oauth_probe(settings, typer.echo)) and ok
     if settings.gateway.enabled:

@@ -98,6 +98,13 @@ def import_(
     delimiter: Annotated[
         str | None, typer.Option(help="CSV field separator, when not detected (; , | or tab).", metavar="CHAR")
     ] = None,
+    replace: Annotated[
+        bool,
+        typer.Option("--replace", help="Make the entries of the source exactly the file's (adds and removes)."),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --replace: allow emptying the source or removing most of it.")
+    ] = False,
     json_: JsonOpt = False,
     config_path: ConfigOpt = None,
     db: DbOpt = None,
@@ -108,6 +115,13 @@ def import_(
     if files.count(STDIN) > 1:
         fail("- (standard input) can be imported only once")
     settings = settings_for(config_path, db)
+    if replace:
+        from smtpguard.cli.sources import replace_import
+
+        return replace_import(
+            settings, files, source, dry_run=dry_run, force=force, json_=json_, reason=reason, expires=expires,
+            column=column, encoding=encoding, delimiter=delimiter,
+        )  # fmt: skip
     if rejects is not None:
         write_rejects(rejects, [])  # an unwritable --rejects fails now, before the list changes
 
@@ -180,13 +194,27 @@ def add(
 
 @app.command(cls=Command)
 def remove(
-    entries: Annotated[list[str], typer.Argument(help="Addresses or domains to take off the list.", metavar="ENTRY")],
+    entries: Annotated[
+        list[str] | None, typer.Argument(help="Addresses or domains to take off the list.", metavar="ENTRY")
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Remove every entry of this source instead (a mistaken import).", metavar="NAME")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="With --source: do not ask for confirmation.")] = False,
     json_: JsonOpt = False,
     config_path: ConfigOpt = None,
     db: DbOpt = None,
 ) -> None:
-    """Take entries off the suppression list (for example an address that re-subscribed)."""
+    """Take entries off the suppression list (an address that re-subscribed), or a whole --source."""
     settings = settings_for(config_path, db)
+    if source is not None:
+        if entries:
+            fail("give entries or --source, not both")
+        from smtpguard.cli.sources import remove_source
+
+        return remove_source(settings, source, yes=yes, json_=json_)
+    if not entries:
+        fail("give the entries to remove, or --source NAME (see smtpguard remove --help)")
 
     async def main() -> list[Any]:
         async with open_service(settings, create=False) as service:
@@ -203,6 +231,8 @@ def remove(
 
 
 def check_line(r: CheckResult) -> str:
+    if r.allowed_by_exception:
+        return f"allowed  {r.address}  by exception {r.entry} (reason {r.reason}, added {(r.added or '')[:10]})"
     if not r.blocked:
         return f"allowed  {r.address}"
     return (
@@ -321,7 +351,8 @@ def export(
             with export_rows(format_, out) as rows:
                 async with aclosing(service.entries()) as entries:
                     async for e in entries:
-                        rows.add(e)
+                        if e.kind != "allow" or format_ is not ExportFormat.txt:  # txt: addresses to block only
+                            rows.add(e)
             return rows.count
 
     async def main() -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 from smtpguard import config
 from smtpguard.config import ConfigError, Endpoint, Settings
 from smtpguard.runtime.extras import start_extras
+from smtpguard.runtime.retention import retention_loop
 from smtpguard.runtime.safety import relay_problems
 from smtpguard.runtime.systemd import monotonic_usec, notify, watchdog_interval
 from smtpguard.smtp.audit import AuditWriter
@@ -69,6 +70,7 @@ class Relay:
         self.guard = RelayHandler(self.ctx)
         self.listeners: list[asyncio.Server] = []
         self.endpoints: list[Endpoint] = []  # as bound (port 0 resolved)
+        self.tls: ssl.SSLContext | None = None  # the listeners' context: renewed certificates load into it
 
     @classmethod
     async def start(cls, settings: Settings) -> Relay:
@@ -118,6 +120,7 @@ class Relay:
     async def _bind(self, settings: Settings) -> tuple[list[asyncio.Server], list[Endpoint]]:
         loop = asyncio.get_running_loop()
         tls = server_tls_context(settings)
+        self.tls = tls
         plan = [(settings.server.listen, False, False)]
         if settings.server.smtps_listen is not None:
             plan.append((settings.server.smtps_listen, True, False))
@@ -170,6 +173,12 @@ class Relay:
                 s.close()
             self.listeners, self.endpoints = listeners, endpoints
             log.info("reload: listeners re-bound (%s changed)", ", ".join(changed_keys))
+        elif self.tls is not None and new.server.tls_cert is not None and new.server.tls_key is not None:
+            # Same paths, perhaps renewed files (certbot renews in place): check
+            # them in a fresh context first, so a bad pair keeps the old one.
+            server_tls_context(new)
+            self.tls.load_cert_chain(new.server.tls_cert, new.server.tls_key)
+            log.info("reload: TLS certificate %s loaded again (new sessions use it)", new.server.tls_cert)
         self.ctx.settings = new
         log.info("reload: configuration applied")
 
@@ -210,6 +219,11 @@ class Relay:
 
 async def serve_forever(settings: Settings, *, config_path: Path | None = None, db: Path | None = None) -> int:
     """`smtpguard serve`: run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
+    from smtpguard.runtime.preflight import problems
+
+    refused = await asyncio.to_thread(problems, settings)
+    if refused:
+        raise ConfigError("refusing to start: " + "; ".join(refused))
     try:
         relay = await Relay.start(settings)
     except (RelayRefused, StoreError) as exc:
@@ -232,6 +246,7 @@ async def serve_forever(settings: Settings, *, config_path: Path | None = None, 
         tasks.append(asyncio.create_task(_watchdog(interval), name="watchdog"))
     # Always running: it idles without a folder, so a reload can set one.
     tasks.append(asyncio.create_task(watch_folder(relay.ctx), name="watch"))
+    tasks.append(asyncio.create_task(retention_loop(relay.ctx), name="audit-retention"))
     notify("READY=1", f"STATUS=listening on {', '.join(map(str, relay.endpoints))}")
     log.info(
         "smtpguard ready (mode %s, auth %s, upstream %s:%d, list %s with %d entries)",

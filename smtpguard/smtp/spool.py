@@ -159,6 +159,7 @@ class _Data:
         self.outcome = Outcome.OK
         self.carry = b""  # the current line so far (only its last byte once known too long)
         self.total = 0  # bytes as sent (dot-stuffed, CRLFs counted), as aiosmtpd counts them
+        self.counted = 0  # of those, the bytes of whole lines: when aiosmtpd judges the size
 
     def take(self, piece: bytes, may_end: bool) -> bool:
         """Add one piece; True when it ended the message."""
@@ -172,13 +173,17 @@ class _Data:
             cut = cut + 2 if cut >= 0 else 0
             complete, self.carry = data[:cut], data[cut:]
             self.total += len(piece)
-            if len(self.carry) > self.line_limit:
-                self.carry = self.carry[-1:]  # keep a CR whose LF may come next
-                self._refuse(Outcome.TOO_LONG)
-        if self.outcome is Outcome.OK and len(complete) > self.line_limit and self._longest(complete) > self.line_limit:
-            self._refuse(Outcome.TOO_LONG)
-        if self.outcome is Outcome.OK and self.size_limit and self.total > self.size_limit:
-            self._refuse(Outcome.TOO_MUCH)
+        carry_long = len(self.carry) > self.line_limit
+        if carry_long:
+            self.carry = self.carry[-1:]  # keep a CR whose LF may come next
+        counted = self.counted + len(complete)
+        if self.outcome is Outcome.OK and (
+            carry_long
+            or (self.size_limit and counted > self.size_limit)
+            or (len(complete) > self.line_limit and self._longest(complete) > self.line_limit)
+        ):
+            self._refuse(self._first_refusal(complete))
+        self.counted = counted
         if self.outcome is Outcome.OK and complete:
             if complete[:1] == b".":
                 complete = complete[1:]
@@ -186,6 +191,21 @@ class _Data:
             if self.spool.failed is not None:
                 self._refuse(Outcome.NO_SPACE)
         return last
+
+    def _first_refusal(self, complete: bytes) -> Outcome:
+        """aiosmtpd's verdict, line by line: a line too long before the size is passed, or the reverse.
+
+        Only walked once a refusal is due; a too-long unfinished line is the reason when no whole line is.
+        """
+        count = self.counted
+        for line in complete.split(b"\r\n")[:-1]:
+            size = len(line) + 2
+            if size > self.line_limit:
+                return Outcome.TOO_LONG
+            count += size
+            if self.size_limit and count > self.size_limit:
+                return Outcome.TOO_MUCH
+        return Outcome.TOO_LONG
 
     @staticmethod
     def _longest(lines: bytes) -> int:

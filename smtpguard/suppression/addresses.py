@@ -26,7 +26,9 @@ from email_validator import (
     validate_email,
 )
 
-Kind = Literal["address", "domain"]
+# "allow": an exception (Postfix's OK in an access table) for an address or a
+# (sub)domain inside a blocked one; its `original` says which (see rekey).
+Kind = Literal["address", "domain", "allow"]
 
 GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
 _SPECIAL_USE = frozenset(SPECIAL_USE_DOMAIN_NAMES)
@@ -244,6 +246,8 @@ def parse_entry(text: str, rules: MatchRules = DEFAULT_RULES) -> Entry:
 
 def rekey(original: str, kind: Kind, rules: MatchRules) -> str:
     """The key of a stored entry under (possibly different) matching rules."""
+    if kind == "allow":
+        return parse_entry(original, rules).key
     if kind == "domain":
         return domain_key(original, rules)
     return address_key(original, rules)

@@ -23,7 +23,7 @@ from typing import TypeVar, cast
 
 from smtpguard.suppression.formats import FileStats, Reject, iter_entries
 from smtpguard.suppression.store import AddResult, Store, utc_now
-from smtpguard.suppression.store.base import RowTuple
+from smtpguard.suppression.store.base import RowTuple, SourceDiff, SourceGuard
 
 DEFAULT_REASON = "unsubscribed"
 CHUNK_ROWS = 4096  # ~5 ms of parsing: how late a cancelled import stops
@@ -108,4 +108,41 @@ async def import_file(
         out.result = await store.add_entries(chunks, commit=commit)
     finally:
         await chunks.aclose()
+    return out
+
+
+@dataclass
+class FileReplace:
+    """A file that became the whole of its source (`import --replace`)."""
+
+    path: Path
+    source: str
+    diff: SourceDiff
+    stats: FileStats = field(default_factory=FileStats)
+    rejects: list[Reject] = field(default_factory=list)
+
+
+async def replace_from_file(
+    store: Store,
+    path: Path,
+    *,
+    source: str,
+    reason: str = DEFAULT_REASON,
+    expires: str | None = None,
+    column: str | None = None,
+    commit: bool = True,
+    guard: SourceGuard | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> FileReplace:
+    """Make the entries of `source` exactly the file's, in one transaction (see Store.replace_source).
+
+    The file is read whole first (in a thread): the diff needs every key.
+    """
+    out = FileReplace(path, source, SourceDiff((), (), 0, 0))
+    rows = iter_entries(
+        path, rules=await store.rules(), source=source, reason=reason, added=utc_now(), expires=expires,
+        column=column, stats=out.stats, rejects=out.rejects, progress=progress,
+    )  # fmt: skip
+    wanted = await asyncio.to_thread(list, rows)
+    out.diff = await store.replace_source(source, wanted, commit=commit, guard=guard)
     return out

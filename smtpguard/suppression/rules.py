@@ -44,5 +44,5 @@ def mismatch(list_rules: MatchRules, configured: MatchRules, where: object) -> s
     return (
         f"store {where}: the list matches with its own rules ({list_rules.describe()}), not with the"
         f" configuration's [matching] ({configured.describe()}); the list's rules apply and the list is"
-        " left unchanged (change them explicitly to re-key it)"
+        " left unchanged (`smtpguard rules set --from-config` re-keys it to the configuration's)"
     )

@@ -60,7 +60,7 @@ from typing import Protocol
 
 from smtpguard.config import Settings
 from smtpguard.suppression import watchfs
-from smtpguard.suppression.formats import ImportFormatError, detect_encoding
+from smtpguard.suppression.formats import COLUMN_HINT, ImportFormatError, detect_encoding
 from smtpguard.suppression.ingest import DEFAULT_REASON as REASON
 from smtpguard.suppression.store import AddResult, Store, StoreError, utc_now
 from smtpguard.suppression.watchchild import ChildImport
@@ -79,6 +79,10 @@ class WatchContext(Protocol):
     store: Store
 
 
+WATCH_COLUMN_HINT = (
+    "; name the address column email (or E-mail, Courriel, Adresse mail…) and drop the file again,"
+    " or import it with `smtpguard import FILE --column NAME`"
+)
 UNTERMINATED_GRACE = 30.0  # seconds a file that looks cut off must stay unchanged
 RETRY_MAX = 60.0  # seconds: cap of the back-off after a store failure
 
@@ -130,7 +134,7 @@ async def import_dropped(ctx: WatchContext, fd: int, name: str) -> Outcome:
         out.result = await _add_all(ctx.store, child)
         out.stats, out.rejects = child.stats, child.rejects
     except ImportFormatError as exc:
-        out.error = str(exc)
+        out.error = str(exc).replace(COLUMN_HINT, WATCH_COLUMN_HINT)  # no --column for a dropped file
         out.stats = child.stats
     except (UnicodeError, OSError) as exc:  # a read failing half-way, e.g. a vanished network share
         out.error = f"unreadable: {exc}"

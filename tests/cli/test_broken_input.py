@@ -57,6 +57,18 @@ CASES: list[tuple[list[str], int, str]] = [
     (["list", "--json", "--nl", "--db", "{db}"], 2, "--json and --nl cannot be used together"),
     (["list", "--colour"], 2, "No such option: --colour"),
     (["frobnicate"], 2, "No such command"),
+    # issue 9's commands
+    (["init", "--db", "{db}"], 2, "a list is there already"),
+    (["rules", "show", "--db", f"{MISSING}/list.db"], 2, "no such file"),
+    (["rules", "set", "--db", "{db}"], 2, "say which rule to change"),
+    (["allow", "bad@@x", "--db", "{db}"], 2, "'bad@@x' is not an address or domain"),
+    (["allow", "a@b.example", "--remove", "--db", f"{MISSING}/list.db"], 2, "no such file"),
+    (["remove", "--source", "s", "--db", f"{MISSING}/list.db"], 2, "no such file"),
+    (["remove", "a@b.example", "--source", "s", "--db", "{db}"], 2, "not both"),
+    (["import", f"{MISSING}/nope.csv", "--replace", "--db", "{db}"], 2, "nope.csv"),
+    (["import", "-", "--replace", "--db", "{db}"], 2, "exactly one file"),
+    (["stats", "--by", "team", "--db", "{db}"], 2, "'team' is not one of 'user', 'sender'"),
+    (["log", "--prune", "--days", "0", "--db", "{db}"], 2, "--days"),
 ]
 
 

@@ -18,6 +18,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 COMMANDS = [
     *(["import"], ["add"], ["remove"], ["check"], ["list"], ["export"], ["log"], ["stats"], ["serve"], ["demo"]),
     *(["send"], ["user", "add"], ["user", "remove"], ["user", "list"], ["config", "check"], ["config", "show"]),
+    *(["init"], ["rules", "show"], ["rules", "set"], ["allow"]),
 ]
 
 

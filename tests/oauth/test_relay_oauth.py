@@ -265,6 +265,7 @@ async def test_config_check_refreshes_and_logs_in_with_xoauth2(
     tmp_path: Path, idp: StubIdP, certs: Certs, xoauth2_upstream: XOAuth2Upstream
 ) -> None:
     path = write_config(tmp_path, idp, certs, xoauth2_upstream.port)
+    assert (await asyncio.to_thread(cli, "init", "--config", str(path)))[0] == 0  # config check wants the list
     code, out = await asyncio.to_thread(cli, "config", "check", "--config", str(path))
     assert code == 1 and "oauth alice (microsoft, oauth): token refresh FAILED: not signed in" in out
     assert "run: smtpguard account login alice" in out

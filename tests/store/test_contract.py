@@ -375,3 +375,103 @@ async def test_rekeying_keeps_the_older_of_two_entries_that_merge(store: Store) 
     assert await store.count() == 1
     found = await store.match(["john@gmail.com"])
     assert found is not None and found.source == "old"
+
+
+# --- per person, retention ------------------------------------------------------------------------
+
+
+async def test_events_by_user_and_counts_by_user_or_sender(store: Store) -> None:
+    from dataclasses import replace
+
+    written = [
+        replace(event(n, sender="Sales@Corp.example" if n % 3 else "boss@corp.example"), user="ann" if n % 2 else "bob")
+        for n in range(1, 8)
+    ]
+    await store.record_events(written)
+
+    async def events(**kwargs: Any) -> list[Event]:
+        return [replace(e, relay="") for e in await store.events(**kwargs)]  # PostgreSQL stamps the relay
+
+    assert await events(user="bob") == [e for e in written if e.user == "bob"]
+    assert await events(user="bob", limit=1) == [written[5]]
+    assert await store.event_counts("2024-01-01", "user", 10) == [("ann", 4), ("bob", 3)]
+    assert await store.event_counts("2024-01-01", "sender", 10) == [("sales@corp.example", 5), ("boss@corp.example", 2)]
+    assert await store.event_counts("2024-03-06", "user", 1) == [("ann", 1)]  # ties: by name
+    assert await store.event_counts("2025-01-01", "user", 5) == []
+
+
+async def test_prune_events_deletes_only_older_ones(store: Store) -> None:
+    written = [event(n) for n in range(1, 6)]
+    await store.record_events(written)
+    assert await store.prune_events("2024-03-03T10:00:00+00:00") == 2
+    assert [replace(e, relay="") for e in await store.events()] == written[2:]  # PostgreSQL stamps the relay
+    assert await store.prune_events("2024-03-03T10:00:00+00:00") == 0
+
+
+# --- whole sources --------------------------------------------------------------------------------
+
+
+async def test_replace_source_makes_it_exactly_the_rows(store: Store) -> None:
+    await store.add_entries(
+        [row("stays@x.com"), row("goes@x.com"), row("old@x.com", expires="2020-01-01"), row("other@x.com", "manual")]
+    )
+    wanted = [row("stays@x.com", added=utc()), row("new@x.com", added=utc()), row("old@x.com", added=utc())]
+    wanted.append(row("other@x.com", added=utc()))  # listed by hand: left as it is
+    dry = await store.replace_source("lemlist", wanted, commit=False)
+    assert (sorted(dry.added), dry.removed, dry.unchanged, dry.elsewhere) == (
+        ["new@x.com", "old@x.com"],
+        ("goes@x.com",),
+        1,
+        1,
+    )
+    assert await store.count() == 4  # a dry run changes nothing
+    done = await store.replace_source("lemlist", wanted)
+    assert done == dry
+    assert sorted(e.key for e in [e async for e in store.entries(source="lemlist")]) == [
+        "new@x.com",
+        "old@x.com",
+        "stays@x.com",
+    ]
+    assert await blocked_by(store, "old@x.com") == "old@x.com"  # expired, listed again: blocks again
+    assert await blocked_by(store, "goes@x.com") is None
+    assert (await store.match(["other@x.com"])).source == "manual"  # type: ignore[union-attr]
+
+
+async def test_replace_source_guard_refuses_and_nothing_changes(store: Store) -> None:
+    await store.add_entries([row("a@x.com"), row("b@x.com")])
+    seen: list[tuple[int, int, int]] = []
+
+    def guard(current: int, removing: int, after: int) -> None:
+        seen.append((current, removing, after))
+        raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError):
+        await store.replace_source("lemlist", [], guard=guard)
+    assert seen == [(2, 2, 0)]
+    assert await store.count() == 2
+
+
+async def test_remove_source(store: Store) -> None:
+    await store.add_entries([row("a@x.com"), row("b@x.com"), row("c@x.com", "manual")])
+    assert await store.remove_source("lemlist") == 2
+    assert [e.key async for e in store.entries()] == ["c@x.com"]
+    assert await store.remove_source("lemlist") == 0
+
+
+def utc() -> str:
+    from smtpguard.suppression.store import utc_now
+
+    return utc_now()
+
+
+async def test_allow_entries_are_stored_and_the_most_specific_entry_wins(store: Store) -> None:
+    from smtpguard.suppression.verdict import check_address, match_address
+
+    allow = row("jane@x.com")._replace(kind="allow")
+    sub = row("@sales.x.com")._replace(kind="allow")
+    await store.add_entries([row("@x.com"), allow, sub, row("@eu.sales.x.com")])
+    assert (await match_address(store, "jane@x.com")) == allow
+    assert await check_address(store, "jane@x.com") is None
+    assert await check_address(store, "a@sales.x.com") is None
+    assert (await check_address(store, "bob@x.com")).key == "@x.com"  # type: ignore[union-attr]
+    assert (await check_address(store, "a@eu.sales.x.com")).key == "@eu.sales.x.com"  # type: ignore[union-attr]

@@ -73,7 +73,7 @@ async def test_a_version_1_file_gains_sender_addresses_and_keeps_its_users(db: P
         assert await store.user_addresses("alice") == ["alice@corp.example"]
     finally:
         await store.close()
-    assert pragma(db, "user_version") == len(MIGRATIONS) == 3
+    assert pragma(db, "user_version") == len(MIGRATIONS) >= 3  # the addresses came with migration 3
 
 
 async def test_parent_directories_are_created(tmp_path: Path) -> None:

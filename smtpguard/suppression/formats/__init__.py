@@ -25,6 +25,7 @@ from pathlib import Path
 from smtpguard.suppression.addresses import MatchRules
 from smtpguard.suppression.formats.rows import RowReader
 from smtpguard.suppression.formats.sniff import (
+    COLUMN_HINT,
     OLE_MAGIC,
     SAMPLE_BYTES,
     ZIP_MAGIC,
@@ -44,6 +45,7 @@ from smtpguard.suppression.formats.xlsx import check_xlsx, open_xlsx, xlsx_entri
 from smtpguard.suppression.store import EntryRow
 
 __all__ = [
+    "COLUMN_HINT",
     "SAMPLE_BYTES",
     "FileStats",
     "ImportFormatError",

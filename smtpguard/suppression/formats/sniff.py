@@ -173,7 +173,14 @@ def _looks_like_address(cell: str) -> bool:
     return 0 <= at < len(cell) - 3 and "." in cell[at:]
 
 
-def find_column(rows: Sequence[Sequence[str]], column: str | None, name: str) -> tuple[int, int, int, bool]:
+# The way out of "no address column" from the command line; the watched
+# folder, where no option can be given, says something else (watch.py).
+COLUMN_HINT = " — use --column"
+
+
+def find_column(
+    rows: Sequence[Sequence[str]], column: str | None, name: str, separator: str = ", "
+) -> tuple[int, int, int, bool]:
     """(header row index, address column, header width, headerless) of sample rows.
 
     The header is the first non-blank row as wide as most rows (title lines
@@ -188,7 +195,7 @@ def find_column(rows: Sequence[Sequence[str]], column: str | None, name: str) ->
     header_at = next((i for i in nonblank if len(rows[i]) == width), nonblank[0])
     header = list(rows[header_at])
     keys = [_header_key(h) for h in header]
-    shown = ";".join(h.strip() for h in header)
+    shown = separator.join(h.strip() for h in header)  # as the file has it: a header the user recognises
     if column is not None:
         wanted = column.strip().casefold()
         for i, h in enumerate(header):
@@ -216,7 +223,7 @@ def find_column(rows: Sequence[Sequence[str]], column: str | None, name: str) ->
         for j, cell in enumerate(header):
             if _looks_like_address(cell):
                 return header_at, j, width, True
-    raise ImportFormatError(f"{name}: no address column found in header: {shown} — use --column")
+    raise ImportFormatError(f"{name}: no address column found in header: {shown}{COLUMN_HINT}")
 
 
 def sniff_layout(text: str, *, final: bool, column: str | None = None, name: str = "file") -> Layout:
@@ -241,7 +248,7 @@ def sniff_layout(text: str, *, final: bool, column: str | None = None, name: str
         delimiter = ","  # one-column CSV: a header, then addresses
     reader = csv.reader(io.StringIO(text, newline=""), **dialect(delimiter))
     rows = list(islice(reader, SAMPLE_ROWS + 10 + skip))[skip:]
-    header_at, col, width, headerless = find_column(rows, column, name)
+    header_at, col, width, headerless = find_column(rows, column, name, ", " if delimiter in ",\t" else delimiter)
     return Layout("csv", delimiter, skip + header_at + (0 if headerless else 1), col, width)
 
 

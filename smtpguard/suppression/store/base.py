@@ -7,7 +7,7 @@ Every backend (SQLite today, PostgreSQL for several relays) implements
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
@@ -19,6 +19,10 @@ WEB_ROLES: tuple[WebRole, ...] = ("viewer", "editor", "admin")
 # Writes made through the HTTP API are audited as events too (`user` = "token:NAME").
 ApiAction = Literal["api-add", "api-remove", "api-import", "api-sync", "webhook"]
 TokenScope = Literal["read", "write"]
+EventGroup = Literal["user", "sender"]
+# replace_source calls it with (entries of the source now, removing, left after) inside
+# the transaction; raising there leaves the list as it was.
+SourceGuard = Callable[[int, int, int], None]
 
 
 class StoreError(RuntimeError):
@@ -60,6 +64,41 @@ class AddResult:
     @property
     def duplicates(self) -> int:
         return self.rows - self.added
+
+
+@dataclass(frozen=True, slots=True)
+class SourceDiff:
+    """What `replace_source` did (or, not committed, would do) to one source."""
+
+    added: tuple[str, ...]  # entries as written in the file
+    removed: tuple[str, ...]  # entries as they were listed
+    unchanged: int
+    elsewhere: int  # in the file, but listed under another source (left as it is)
+
+
+def plan_replace(
+    source: str, current: Sequence[EntryRow], rows: Iterable[EntryRow], others: set[str], today: str
+) -> tuple[list[EntryRow], list[EntryRow], int, int]:
+    """(to add, to remove, unchanged, elsewhere): make `source`'s entries exactly `rows`.
+
+    `others`: keys of `rows` held by other sources. An expired entry of the
+    source that the file lists again is replaced (it blocks again).
+    """
+    mine = {e.key: e for e in current}
+    wanted: dict[str, EntryRow] = {}
+    elsewhere = 0
+    for r in rows:
+        if r.key in wanted:
+            continue
+        if r.key in others:
+            elsewhere += 1
+            continue
+        wanted[r.key] = r
+    add = [r for k, r in wanted.items() if k not in mine or not mine[k].active(today)]
+    fresh = {r.key for r in add}
+    remove = [e for k, e in mine.items() if k not in wanted or k in fresh]
+    unchanged = len(wanted) - len(add)
+    return add, remove, unchanged, elsewhere
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +208,32 @@ class Store(Protocol):
     async def record_events(self, events: Sequence[Event]) -> None: ...
 
     async def events(
-        self, since: str | None = None, sender: str | None = None, limit: int | None = None
-    ) -> list[Event]: ...
+        self, since: str | None = None, sender: str | None = None, limit: int | None = None, user: str | None = None
+    ) -> list[Event]:
+        """Oldest first, the most recent `limit`; `sender` case-insensitive, `user` exact."""
+        ...
+
+    async def event_counts(self, since: str, by: EventGroup, limit: int) -> list[tuple[str, int]]:
+        """Events since `since` counted by user or by sender (lower-cased), most first, then by name."""
+        ...
+
+    async def prune_events(self, before: str) -> int:
+        """Delete audit events older than `before` (ISO 8601 UTC); how many went."""
+        ...
+
+    async def replace_source(
+        self, source: str, rows: Sequence[EntryRow], *, commit: bool = True, guard: SourceGuard | None = None
+    ) -> SourceDiff:
+        """In one transaction: make the entries of `source` exactly `rows` (see plan_replace).
+
+        `guard(current, removing, after)` may raise to refuse: nothing changes.
+        `commit=False` computes the diff and rolls back (dry runs).
+        """
+        ...
+
+    async def remove_source(self, source: str) -> int:
+        """Remove every entry of `source`; how many there were."""
+        ...
 
     async def set_user(self, name: str, password_hash: str) -> bool:
         """Create or replace an account; True when it is new."""

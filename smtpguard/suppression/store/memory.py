@@ -14,13 +14,17 @@ from .base import (
     AddResult,
     EntryRow,
     Event,
+    EventGroup,
     Rows,
     RowTuple,
+    SourceDiff,
+    SourceGuard,
     Stats,
     Token,
     TokenScope,
     WebRole,
     most_specific,
+    plan_replace,
     utc_now,
     utc_today,
 )
@@ -110,16 +114,54 @@ class MemoryStore:
         self._events.extend(events)
 
     async def events(
-        self, since: str | None = None, sender: str | None = None, limit: int | None = None
+        self, since: str | None = None, sender: str | None = None, limit: int | None = None, user: str | None = None
     ) -> list[Event]:
         found = [
             e
             for e in self._events
-            if (not since or e.time >= since) and (not sender or e.sender.lower() == sender.lower())
+            if (not since or e.time >= since)
+            and (not sender or e.sender.lower() == sender.lower())
+            and (user is None or e.user == user)
         ]
         if limit is not None:
             found = found[len(found) - limit :] if limit > 0 else []
         return found
+
+    async def event_counts(self, since: str, by: EventGroup, limit: int) -> list[tuple[str, int]]:
+        counts: dict[str, int] = {}
+        for e in self._events:
+            if e.time >= since:
+                name = e.user if by == "user" else e.sender.lower()
+                counts[name] = counts.get(name, 0) + 1
+        return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+
+    async def prune_events(self, before: str) -> int:
+        kept = [e for e in self._events if e.time >= before]
+        gone = len(self._events) - len(kept)
+        self._events = kept
+        return gone
+
+    async def replace_source(
+        self, source: str, rows: Sequence[EntryRow], *, commit: bool = True, guard: SourceGuard | None = None
+    ) -> SourceDiff:
+        current = [e for e in self._entries.values() if e.source == source]
+        others = {r.key for r in rows if r.key in self._entries and self._entries[r.key].source != source}
+        add, remove, unchanged, elsewhere = plan_replace(source, current, rows, others, utc_today())
+        fresh = {r.key for r in add}
+        gone = [e.original for e in remove if e.key not in fresh]
+        if guard is not None:
+            guard(len(current), len(gone), unchanged + len(add))
+        if commit:
+            for e in remove:
+                del self._entries[e.key]
+            self._entries.update((r.key, r) for r in add)
+        return SourceDiff(tuple(r.original for r in add), tuple(gone), unchanged, elsewhere)
+
+    async def remove_source(self, source: str) -> int:
+        keys = [k for k, e in self._entries.items() if e.source == source]
+        for k in keys:
+            del self._entries[k]
+        return len(keys)
 
     async def set_user(self, name: str, password_hash: str) -> bool:
         old = self._users.get(name)

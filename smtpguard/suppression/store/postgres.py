@@ -33,6 +33,7 @@ from smtpguard.suppression.addresses import DEFAULT_RULES, MatchRules
 from .base import AddResult, EntryRow, Event, Rows, Stats, most_specific, utc_today
 from .postgres_connect import describe_error, describe_server
 from .postgres_copy import MERGE, STAGING, RowsFailed, Staging, staged
+from .postgres_more import SourceAndLogTables
 from .postgres_schema import SchemaError, migrate
 from .postgres_users import UserTables
 
@@ -56,7 +57,7 @@ _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalCli
 _LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, ConnectionResetError)
 
 
-class PostgresStore(UserTables):
+class PostgresStore(UserTables, SourceAndLogTables):
     """The suppression list in a PostgreSQL database (see module docstring)."""
 
     rows_in_thread = False  # ingest hands over chunks parsed in a worker thread
@@ -321,7 +322,7 @@ class PostgresStore(UserTables):
             )
 
     async def events(
-        self, since: str | None = None, sender: str | None = None, limit: int | None = None
+        self, since: str | None = None, sender: str | None = None, limit: int | None = None, user: str | None = None
     ) -> list[Event]:
         where: list[str] = []
         args: list[str | int] = []
@@ -331,6 +332,9 @@ class PostgresStore(UserTables):
         if sender:
             args.append(sender)
             where.append(f"lower(sender) = lower(${len(args)})")
+        if user:
+            args.append(user)
+            where.append(f'"user" = ${len(args)}')
         sql = _EVENT_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC"
         if limit is not None:
             args.append(limit)

@@ -74,6 +74,11 @@ MIGRATIONS: list[str] = [
         created text NOT NULL
     );
     """,
+    """
+    -- Allow entries, exceptions inside a blocked domain (as SQLite's migration 5).
+    ALTER TABLE entries DROP CONSTRAINT entries_kind_check;
+    ALTER TABLE entries ADD CONSTRAINT entries_kind_check CHECK (kind IN ('address', 'domain', 'allow'));
+    """,
 ]
 
 # Several relays may open a fresh database at once: one migrates, the others wait.

@@ -66,4 +66,17 @@ MIGRATIONS: list[str] = [
         created TEXT NOT NULL
     );
     """,
+    """
+    -- Allow entries (exceptions inside a blocked domain): SQLite cannot change a
+    -- CHECK constraint in place, so the table is rebuilt with the new kind.
+    CREATE TABLE entries_v2 (
+        key      TEXT PRIMARY KEY,
+        kind     TEXT NOT NULL CHECK (kind IN ('address', 'domain', 'allow')),
+        original TEXT,
+        batch    INTEGER NOT NULL REFERENCES batches (id)
+    ) WITHOUT ROWID;
+    INSERT INTO entries_v2 (key, kind, original, batch) SELECT key, kind, original, batch FROM entries;
+    DROP TABLE entries;
+    ALTER TABLE entries_v2 RENAME TO entries;
+    """,
 ]

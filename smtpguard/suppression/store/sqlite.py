@@ -33,12 +33,16 @@ import aiosqlite
 
 from smtpguard.suppression.addresses import DEFAULT_RULES, MatchRules
 
+from . import sqlite_more
 from .base import (
     AddResult,
     EntryRow,
     Event,
+    EventGroup,
     Rows,
     RowTuple,
+    SourceDiff,
+    SourceGuard,
     Stats,
     StoreError,
     Token,
@@ -47,7 +51,7 @@ from .base import (
     most_specific,
     utc_now,
     utc_today,
-)  # fmt: skip
+)
 from .sqlite_files import describe, identity, list_rules, missing, open_reader, open_writer, store_errors
 
 log = logging.getLogger("smtpguard.store")
@@ -403,7 +407,7 @@ class SQLiteStore:
             )
 
     async def events(
-        self, since: str | None = None, sender: str | None = None, limit: int | None = None
+        self, since: str | None = None, sender: str | None = None, limit: int | None = None, user: str | None = None
     ) -> list[Event]:
         with store_errors(self.path):
             db = await self._writer()
@@ -414,6 +418,9 @@ class SQLiteStore:
             if sender:
                 where.append("lower(sender) = lower(?)")
                 args.append(sender)
+            if user is not None:
+                where.append("user = ?")
+                args.append(user)
             sql = f"SELECT {_EVENT_COLUMNS} FROM events"
             if where:
                 sql += " WHERE " + " AND ".join(where)
@@ -424,6 +431,26 @@ class SQLiteStore:
             async with db.execute(sql, args) as cur:
                 rows = await cur.fetchall()
             return [Event(*r) for r in reversed(list(rows))]
+
+    async def event_counts(self, since: str, by: EventGroup, limit: int) -> list[tuple[str, int]]:
+        with store_errors(self.path):
+            return await sqlite_more.event_counts(await self._writer(), since, by, limit)
+
+    async def prune_events(self, before: str) -> int:
+        async with self._transaction() as db:
+            return await sqlite_more.prune_events(db, before)
+
+    # -- whole sources -----------------------------------------------------
+
+    async def replace_source(
+        self, source: str, rows: Sequence[EntryRow], *, commit: bool = True, guard: SourceGuard | None = None
+    ) -> SourceDiff:
+        async with self._transaction(commit=commit) as db:
+            return await sqlite_more.replace_source(db, source, rows, guard)
+
+    async def remove_source(self, source: str) -> int:
+        async with self._transaction() as db:
+            return await sqlite_more.remove_source(db, source)
 
     # -- local users -------------------------------------------------------
 
