@@ -64,6 +64,9 @@ class ServerSettings:
     )
     hostname: str = "smtpguard.localhost"  # our EHLO / banner name
     timeout: int = 300  # seconds a client may stay silent
+    # Idle connections cost the attacker nothing: cap them (Postfix: smtpd_client_connection_count_limit = 50).
+    max_connections: int = 1000
+    max_connections_per_client: int = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,6 +451,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], _Parser]]] = {
         "trusted_networks": (list, _networks),
         "hostname": (str, _hostname),
         "timeout": (int, _int_range(5, 3600)),
+        "max_connections": (int, _int_range(1, 1_000_000)),
+        "max_connections_per_client": (int, _int_range(1, 1_000_000)),
     },
     "upstream": {
         "host": (str, _hostname),

@@ -189,6 +189,12 @@ IDLE = Reply(
     "Closing the connection: nothing was received for too long.",
     "Connexion fermée : rien n'a été reçu depuis trop longtemps.",
 )
+TOO_MANY_CONNECTIONS = Reply(
+    Code.SHUTTING_DOWN,
+    "4.7.0",
+    "Too many connections are open to this relay right now; close some or try again in a few minutes",
+    "Trop de connexions sont ouvertes vers ce relais ; fermez-en ou réessayez dans quelques minutes",
+)
 SESSION_TOO_LONG = Reply(
     Code.SHUTTING_DOWN,
     "4.4.2",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +37,7 @@ class RelayContext:
     store: Store
     audit: AuditWriter
     sessions: set[RelaySession] = field(default_factory=set)
+    per_client: Counter[str] = field(default_factory=Counter)  # open sessions by client address
     accepting: bool = True
     pool: UpstreamPool = field(default_factory=UpstreamPool)
     # client address -> times of its recent failed local logins (auth throttle)

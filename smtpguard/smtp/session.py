@@ -38,6 +38,7 @@ _PLAIN_PATH = re.compile(rf"[ \t]*<({_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.
 # An RFC 2047 encoded-word, loosely: Python's header parser (aiosmtpd, and an
 # upstream built on it) would decode `=?utf-8?q?jane.doe?=` to `jane.doe`,
 # after the list was checked for the literal text. Never valid in a path.
+log = logging.getLogger("smtpguard.relay")
 # Python's e-mail parser (aiosmtpd's slow path, and many upstreams) decodes
 # RFC 2047 words leniently, even `=??q?=` with an empty charset and shared
 # `?`: any `=?` in a path is refused rather than guessed at.
@@ -146,6 +147,16 @@ class RelaySession(SMTP):
         peer = transport.get_extra_info("peername")
         if peer and not self.client_ip:
             self.client_ip = str(peer[0])
+        if self not in self.ctx.sessions:  # connection_made runs again after STARTTLS
+            server = self.ctx.settings.server
+            if (
+                len(self.ctx.sessions) >= server.max_connections
+                or self.ctx.per_client[self.client_ip] >= server.max_connections_per_client
+            ):
+                log.warning("connection refused: too many connections (client=%s)", self.client_ip)
+                self.say_and_close(replies.TOO_MANY_CONNECTIONS.say(self.lang))
+                return
+            self.ctx.per_client[self.client_ip] += 1
         self.ctx.sessions.add(self)
         if self._lifetime is None:
             self._lifetime = self.loop.call_later(SESSION_LIMIT, self._session_limit)
@@ -174,7 +185,11 @@ class RelaySession(SMTP):
         super().data_received(data)
 
     def connection_lost(self, error: Exception | None) -> None:
-        self.ctx.sessions.discard(self)
+        if self in self.ctx.sessions:
+            self.ctx.sessions.discard(self)
+            self.ctx.per_client[self.client_ip] -= 1
+            if self.ctx.per_client[self.client_ip] <= 0:
+                del self.ctx.per_client[self.client_ip]
         if self._lifetime is not None:
             self._lifetime.cancel()
         handler: RelayHandler = self.event_handler
