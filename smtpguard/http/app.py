@@ -7,12 +7,14 @@ metrics; another front end (a web page) adds its own router with
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from smtpguard.service import InvalidInput
@@ -59,6 +61,7 @@ def create_app(state: HttpState) -> FastAPI:
     app.include_router(api.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
+    app.include_router(_page(state))
     app.add_exception_handler(InvalidInput, _invalid)
     app.add_exception_handler(StoreError, _store_error)
     return app
@@ -71,3 +74,28 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
 async def _store_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("%s %s: the list is unavailable: %s", request.method, request.url.path, exc)
     return JSONResponse({"detail": "the list is unavailable right now; try again"}, status_code=503)
+
+
+def _page(state: HttpState) -> APIRouter:
+    """The list owner's web page (smtpguard/web) at /page, over the relay's own open store."""
+    from smtpguard import web
+    from smtpguard.service import Service
+
+    @asynccontextmanager
+    async def service() -> AsyncIterator[Service]:
+        yield Service(state.store, await state.store.rules())
+
+    async def sync_status() -> list[web.SyncState]:
+        scheduler = state.scheduler
+        if scheduler is None:
+            return []
+        return [
+            web.SyncState(name, _iso(s.last_success), _iso(s.last_failure), s.last_error)
+            for name, s in sorted(scheduler.status.items())
+        ]
+
+    return web.router(service=service, prefix="/page", sync_status=sync_status)
+
+
+def _iso(when: float | None) -> str | None:
+    return None if when is None else dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="seconds")

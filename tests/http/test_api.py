@@ -168,3 +168,12 @@ def test_config_show_prints_sync_entries_that_load_back(tmp_path: Path) -> None:
         {"name": "news", "provider": "mailchimp", "webhook_secret_file": str(tmp_path / "mc.secret")}]})  # fmt: skip
     text = "\n".join(show_lines(settings, everything=True))
     assert from_mapping(tomllib.loads(text)).sync == settings.sync
+
+
+async def test_the_list_owners_page_is_served_by_the_same_http_side(side: Side) -> None:
+    """Issue 13: the page is a client of the same service layer, mounted on the relay's HTTP side."""
+    async with side.client() as http:
+        login = await http.get("/page/login")
+        assert login.status_code == 200 and "<form" in login.text and "csrf" in login.text.lower()
+        assert (await http.get("/page/")).status_code in (303, 307, 302)  # not signed in: to the sign-in page
+        assert "/page" not in (await http.get("/api/v1/openapi.json")).text  # the API document stays the API's
