@@ -6,17 +6,8 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from .base import (
-    BatchMeta,
-    EntryRow,
-    EventGroup,
-    SourceDiff,
-    SourceGuard,
-    batch_metas,
-    entry_params,
-    plan_replace,
-    utc_today,
-)
+from . import base
+from .base import EntryRow, EventGroup, SourceDiff, SourceGuard, plan_replace, utc_today
 
 _SOURCE_ENTRIES = (
     "SELECT e.key, e.kind, coalesce(e.original, e.key), b.source, b.reason, b.added, b.expires"
@@ -56,8 +47,8 @@ class SourceAndLogTables:
             if guard is not None:
                 guard(len(current), len(gone), unchanged + len(add))
             await conn.execute("DELETE FROM entries WHERE key = ANY($1::text[])", [e.key for e in remove])
-            batches: dict[BatchMeta, int] = {}
-            for meta in batch_metas(add):
+            batches: dict[base.BatchMeta, int] = {}
+            for meta in base.batch_metas(add):
                 batches[meta] = int(
                     await conn.fetchval(
                         "INSERT INTO batches (source, reason, added, expires) VALUES ($1, $2, $3, $4) RETURNING id",
@@ -65,7 +56,8 @@ class SourceAndLogTables:
                     )
                 )
             await conn.executemany(
-                "INSERT INTO entries (key, kind, original, batch) VALUES ($1, $2, $3, $4)", entry_params(add, batches)
+                "INSERT INTO entries (key, kind, original, batch) VALUES ($1, $2, $3, $4)",
+                base.entry_params(add, batches),
             )
         return SourceDiff(tuple(r.original for r in add), gone, unchanged, elsewhere)
 

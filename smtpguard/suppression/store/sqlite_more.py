@@ -11,17 +11,8 @@ from collections.abc import Sequence
 
 import aiosqlite
 
-from .base import (
-    BatchMeta,
-    EntryRow,
-    EventGroup,
-    SourceDiff,
-    SourceGuard,
-    batch_metas,
-    entry_params,
-    plan_replace,
-    utc_today,
-)
+from . import base
+from .base import EntryRow, EventGroup, SourceDiff, SourceGuard, plan_replace, utc_today
 
 _SOURCE_ENTRIES = (
     "SELECT e.key, e.kind, coalesce(e.original, e.key), b.source, b.reason, b.added, b.expires"
@@ -51,8 +42,8 @@ async def replace_source(
     if guard is not None:
         guard(len(current), len(gone), unchanged + len(add))
     await db.executemany("DELETE FROM entries WHERE key = ?", ((e.key,) for e in remove))
-    batches: dict[BatchMeta, int] = {}
-    for meta in batch_metas(add):
+    batches: dict[base.BatchMeta, int] = {}
+    for meta in base.batch_metas(add):
         async with db.execute(
             "INSERT INTO batches (source, reason, added, expires) VALUES (?,?,?,?) RETURNING id", meta
         ) as cur:
@@ -60,7 +51,7 @@ async def replace_source(
         assert row is not None
         batches[meta] = int(row[0])
     await db.executemany(
-        "INSERT INTO entries (key, kind, original, batch) VALUES (?,?,?,?)", entry_params(add, batches)
+        "INSERT INTO entries (key, kind, original, batch) VALUES (?,?,?,?)", base.entry_params(add, batches)
     )
     return SourceDiff(tuple(r.original for r in add), gone, unchanged, elsewhere)
 
