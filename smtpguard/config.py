@@ -306,18 +306,7 @@ def _next_hop(table: Mapping[str, Any], where: str = "[gateway.next_hop]") -> Ne
     """One next-hop table; ConfigError names the key (from_mapping keeps the message)."""
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where} must be a table")
-    values: dict[str, Any] = {}
-    for key, raw in table.items():
-        spec = _NEXT_HOP_KEYS.get(key)
-        if spec is None:
-            raise ConfigError(f"{where}: unknown key {key} (known: {', '.join(_NEXT_HOP_KEYS)})")
-        expected, parser = spec
-        if not isinstance(raw, expected) or (isinstance(raw, bool) and expected is not bool):
-            raise ConfigError(f"{where} {key} must be {_type_name(expected)}, got {raw!r}")
-        try:
-            values[key] = parser(raw) if parser else raw
-        except ValueError as exc:
-            raise ConfigError(f"{where} {key} must be {exc}, got {raw!r}") from None
+    values = _table_values(table, _NEXT_HOP_KEYS, where, unknown=f"{where}: unknown key")
     if "host" not in values:
         raise ConfigError(f"{where} host is missing (the server allowed mail is handed to)")
     hop = NextHopSettings(**values)
@@ -409,18 +398,8 @@ def _sync_entries(tables: Any, where: str) -> tuple[SyncSettings, ...]:
         raise ConfigError(f"{where}[[sync]] must be an array of tables ([[sync]] then name = ..., provider = ...)")
     out: list[SyncSettings] = []
     for i, table in enumerate(tables, 1):
-        values: dict[str, Any] = {}
-        for key, raw in table.items():
-            spec = _SYNC_KEYS.get(key)
-            if spec is None:
-                raise ConfigError(f"{where}[[sync]] #{i}: unknown key {key} (known: {', '.join(_SYNC_KEYS)})")
-            expected, parser = spec
-            if not isinstance(raw, expected) or isinstance(raw, bool):
-                raise ConfigError(f"{where}[[sync]] #{i} {key} must be {_type_name(expected)}, got {raw!r}")
-            try:
-                values[key] = parser(raw) if parser else raw
-            except ValueError as exc:
-                raise ConfigError(f"{where}[[sync]] #{i} {key} must be {exc}, got {raw!r}") from None
+        label = f"{where}[[sync]] #{i}"
+        values = _table_values(table, _SYNC_KEYS, label, unknown=f"{label}: unknown key")
         if "name" not in values or "provider" not in values:
             raise ConfigError(f"{where}[[sync]] #{i} needs a name and a provider")
         entry = SyncSettings(**values)
@@ -541,6 +520,32 @@ def _type_name(t: type | tuple[type, ...]) -> str:
     return _TYPE_NAMES.get(t, t.__name__)
 
 
+def _table_values(
+    table: Mapping[str, Any], keys: Mapping[str, tuple[type | tuple[type, ...], _Parser]], label: str, *, unknown: str
+) -> dict[str, Any]:
+    """Each value of `table` checked and parsed by `keys` (TOML type, parser).
+
+    `label` starts a bad value's message, `unknown` an unknown key's; a nested
+    table's own ConfigError (already naming its key) passes through.
+    """
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        spec = keys.get(key)
+        if spec is None:
+            raise ConfigError(f"{unknown} {key} (known: {', '.join(keys)})")
+        expected, parser = spec
+        # bool is an int in Python; TOML keeps them apart, so do we.
+        if not isinstance(raw, expected) or (isinstance(raw, bool) and expected is not bool):
+            raise ConfigError(f"{label} {key} must be {_type_name(expected)}, got {raw!r}")
+        try:
+            values[key] = parser(raw) if parser else raw
+        except ConfigError:
+            raise
+        except ValueError as exc:
+            raise ConfigError(f"{label} {key} must be {exc}, got {raw!r}") from None
+    return values
+
+
 def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Settings:
     """Validate parsed TOML; raise ConfigError naming the first bad key."""
     where = f"config {source}: " if source else "config: "
@@ -556,21 +561,10 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Setting
             raise ConfigError(f"{where}unknown section [{name}] (known: {known})")
         if not isinstance(table, Mapping):
             raise ConfigError(f"{where}[{name}] must be a table")
-        values: dict[str, Any] = {}
-        for key, raw in table.items():
-            spec = SCHEMA[name].get(key)
-            if spec is None:
-                raise ConfigError(f"{where}unknown key [{name}] {key} (known: {', '.join(SCHEMA[name])})")
-            expected, parser = spec
-            # bool is an int in Python; TOML keeps them apart, so do we.
-            if not isinstance(raw, expected) or (isinstance(raw, bool) and expected is not bool):
-                raise ConfigError(f"{where}[{name}] {key} must be {_type_name(expected)}, got {raw!r}")
-            try:
-                values[key] = parser(raw) if parser else raw
-            except ConfigError as exc:  # a nested table's own message, already naming its key
-                raise ConfigError(f"{where}{exc}") from None
-            except ValueError as exc:
-                raise ConfigError(f"{where}[{name}] {key} must be {exc}, got {raw!r}") from None
+        try:
+            values = _table_values(table, SCHEMA[name], f"[{name}]", unknown=f"unknown key [{name}]")
+        except ConfigError as exc:
+            raise ConfigError(f"{where}{exc}") from None
         sections[name] = _SECTION_TYPES[name](**values)
     settings = Settings(**sections, source=source)
     _check_together(settings, where)

@@ -346,23 +346,31 @@ class RelaySession(SMTP):
     async def smtp_MAIL(self, arg: str | None) -> None:
         self.dsn_mail = ()
         if self.gateway:
-            try:
-                arg, self.dsn_mail = self._take_dsn(arg, "FROM:", dsn.MAIL_KEYS)
-            except dsn.DsnError as exc:
-                await self.push(replies.BAD_DSN.say(self.lang, why=str(exc)))
+            taken = await self._dsn_or_refuse(arg, "FROM:", dsn.MAIL_KEYS)
+            if taken is None:
                 return
+            arg, self.dsn_mail = taken
         await super().smtp_MAIL(arg)
 
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_RCPT(self, arg: str | None) -> None:
         self.dsn_rcpt = ()
         if self.gateway:
-            try:
-                arg, self.dsn_rcpt = self._take_dsn(arg, "TO:", dsn.RCPT_KEYS)
-            except dsn.DsnError as exc:
-                await self.push(replies.BAD_DSN.say(self.lang, why=str(exc)))
+            taken = await self._dsn_or_refuse(arg, "TO:", dsn.RCPT_KEYS)
+            if taken is None:
                 return
+            arg, self.dsn_rcpt = taken
         await super().smtp_RCPT(arg)
+
+    async def _dsn_or_refuse(
+        self, arg: str | None, keyword: str, keys: frozenset[str]
+    ) -> tuple[str | None, tuple[str, ...]] | None:
+        """`_take_dsn`, or None once a bad DSN parameter has been answered."""
+        try:
+            return self._take_dsn(arg, keyword, keys)
+        except dsn.DsnError as exc:
+            await self.push(replies.BAD_DSN.say(self.lang, why=str(exc)))
+            return None
 
     def _take_dsn(self, arg: str | None, keyword: str, keys: frozenset[str]) -> tuple[str | None, tuple[str, ...]]:
         """The line without its DSN parameters (aiosmtpd answers them 555), and those

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from smtpguard.suppression.addresses import MatchRules
 from smtpguard.suppression.store.base import (
@@ -51,22 +51,15 @@ __all__ = [
 
 log = logging.getLogger("smtpguard.store")
 
+_Opened = TypeVar("_Opened", "SQLiteStore", "PostgresStore")
+
 
 async def open_store(path: Path | str, rules: MatchRules, *, create: bool = True) -> SQLiteStore:
     """The SQLite list at `path`; `rules` are kept with it only when it is new.
 
     Keys made by an older smtpguard are brought up to date (same rules).
     """
-    from smtpguard.suppression.rules import change_rules
-
-    store = await SQLiteStore.open(path, create=create, rules=rules)
-    try:
-        if store.stale_keys:
-            await change_rules(store, await store.rules())
-    except BaseException:
-        await store.close()
-        raise
-    return store
+    return await _rekeyed(await SQLiteStore.open(path, create=create, rules=rules))
 
 
 async def connect(settings: Settings, *, create: bool = True) -> Store:
@@ -92,10 +85,15 @@ async def connect(settings: Settings, *, create: bool = True) -> Store:
 
 async def _open_postgres(settings: Settings, *, create: bool) -> PostgresStore:
     """`[store] url`: the list several relays share (asyncpg is imported only then)."""
-    from smtpguard.suppression.rules import change_rules
     from smtpguard.suppression.store.postgres_connect import open_url
 
-    store = await open_url(settings, create=create)
+    return await _rekeyed(await open_url(settings, create=create))
+
+
+async def _rekeyed(store: _Opened) -> _Opened:
+    """`store` with keys made by an older smtpguard brought up to date (closed if that fails)."""
+    from smtpguard.suppression.rules import change_rules
+
     try:
         if store.stale_keys:
             await change_rules(store, await store.rules())

@@ -101,6 +101,22 @@ def plan_replace(
     return add, remove, unchanged, elsewhere
 
 
+BatchMeta = tuple[str, str, str, str | None]  # (source, reason, added, expires): one batches row
+
+
+def batch_metas(add: Iterable[EntryRow]) -> list[BatchMeta]:
+    """The distinct batches `add` needs, in first-seen order (each is inserted once)."""
+    return list(dict.fromkeys((r.source, r.reason, r.added, r.expires) for r in add))
+
+
+def entry_params(add: Iterable[EntryRow], batches: dict[BatchMeta, int]) -> list[tuple[str, str, str | None, int]]:
+    """(key, kind, original, batch) rows for `entries`; the original is kept only where it differs from the key."""
+    return [
+        (r.key, r.kind, None if r.original == r.key else r.original, batches[r.source, r.reason, r.added, r.expires])
+        for r in add
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One audit record: a recipient refused, stripped or only monitored."""

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from . import base
 from .base import EntryRow, EventGroup, SourceDiff, SourceGuard, plan_replace, utc_today
 
 _SOURCE_ENTRIES = (
@@ -46,27 +47,17 @@ class SourceAndLogTables:
             if guard is not None:
                 guard(len(current), len(gone), unchanged + len(add))
             await conn.execute("DELETE FROM entries WHERE key = ANY($1::text[])", [e.key for e in remove])
-            batches: dict[tuple[str, str, str, str | None], int] = {}
-            for r in add:
-                meta = (r.source, r.reason, r.added, r.expires)
-                if meta not in batches:
-                    batches[meta] = int(
-                        await conn.fetchval(
-                            "INSERT INTO batches (source, reason, added, expires) VALUES ($1, $2, $3, $4) RETURNING id",
-                            *meta,
-                        )
+            batches: dict[base.BatchMeta, int] = {}
+            for meta in base.batch_metas(add):
+                batches[meta] = int(
+                    await conn.fetchval(
+                        "INSERT INTO batches (source, reason, added, expires) VALUES ($1, $2, $3, $4) RETURNING id",
+                        *meta,
                     )
+                )
             await conn.executemany(
                 "INSERT INTO entries (key, kind, original, batch) VALUES ($1, $2, $3, $4)",
-                [
-                    (
-                        r.key,
-                        r.kind,
-                        None if r.original == r.key else r.original,
-                        batches[r.source, r.reason, r.added, r.expires],
-                    )
-                    for r in add
-                ],
+                base.entry_params(add, batches),
             )
         return SourceDiff(tuple(r.original for r in add), gone, unchanged, elsewhere)
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import aiosqlite
 
+from . import base
 from .base import EntryRow, EventGroup, SourceDiff, SourceGuard, plan_replace, utc_today
 
 _SOURCE_ENTRIES = (
@@ -41,27 +42,16 @@ async def replace_source(
     if guard is not None:
         guard(len(current), len(gone), unchanged + len(add))
     await db.executemany("DELETE FROM entries WHERE key = ?", ((e.key,) for e in remove))
-    batches: dict[tuple[str, str, str, str | None], int] = {}
-    for r in add:
-        meta = (r.source, r.reason, r.added, r.expires)
-        if meta not in batches:
-            async with db.execute(
-                "INSERT INTO batches (source, reason, added, expires) VALUES (?,?,?,?) RETURNING id", meta
-            ) as cur:
-                row = await cur.fetchone()
-            assert row is not None
-            batches[meta] = int(row[0])
+    batches: dict[base.BatchMeta, int] = {}
+    for meta in base.batch_metas(add):
+        async with db.execute(
+            "INSERT INTO batches (source, reason, added, expires) VALUES (?,?,?,?) RETURNING id", meta
+        ) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        batches[meta] = int(row[0])
     await db.executemany(
-        "INSERT INTO entries (key, kind, original, batch) VALUES (?,?,?,?)",
-        (
-            (
-                r.key,
-                r.kind,
-                None if r.original == r.key else r.original,
-                batches[r.source, r.reason, r.added, r.expires],
-            )
-            for r in add
-        ),
+        "INSERT INTO entries (key, kind, original, batch) VALUES (?,?,?,?)", base.entry_params(add, batches)
     )
     return SourceDiff(tuple(r.original for r in add), gone, unchanged, elsewhere)
 
