@@ -8,9 +8,10 @@ from typing import Annotated
 import typer
 
 from smtpguard.cli.app import Command, app
-from smtpguard.cli.options import ConfigOpt, DbOpt, JsonOpt, NlOpt, Output, output, run, settings_for
-from smtpguard.cli.output import Rows, emit_json, plural
-from smtpguard.service import PersonCount, StatsResult, open_service
+from smtpguard.cli.options import JsonOpt, Output, on_list, serve
+from smtpguard.cli.output import Rows, emit_json, plural, say
+from smtpguard.config import Settings
+from smtpguard.service import StatsResult
 from smtpguard.suppression.store import Event
 
 
@@ -24,7 +25,10 @@ def event_line(e: Event) -> str:
 
 
 @app.command(cls=Command)
+@on_list
 def log(
+    settings: Settings,
+    fmt: Output,
     since: Annotated[str | None, typer.Option(help="From this date or time (ISO 8601, UTC).", metavar="WHEN")] = None,
     sender: Annotated[str | None, typer.Option(help="Only this sender.", metavar="ADDRESS")] = None,
     user: Annotated[str | None, typer.Option(help="Only this local or logged-in user.", metavar="NAME")] = None,
@@ -36,30 +40,14 @@ def log(
         int | None,
         typer.Option(help="With --prune: keep this many days [default: [audit] retention_days]", min=1, metavar="N"),
     ] = None,
-    json_: JsonOpt = False,
-    nl: NlOpt = False,
-    config_path: ConfigOpt = None,
-    db: DbOpt = None,
 ) -> None:
     """The audit trail of refused, stripped and monitored recipients."""
-    fmt = output(json_, nl)
-    settings = settings_for(config_path, db)
     if prune:
         keep = days or settings.audit.retention_days
-
-        async def pruning() -> int:
-            async with open_service(settings, create=False) as service:
-                return await service.prune_log(keep)
-
-        gone = run(pruning)
+        gone = serve(settings, lambda s: s.prune_log(keep))
         typer.echo(f"deleted {plural(gone, 'event')} older than {plural(keep, 'day')}")
         return
-
-    async def main() -> list[Event]:
-        async with open_service(settings, create=False) as service:
-            return await service.log(since=since, sender=sender, limit=limit, user=user)
-
-    events = run(main)
+    events = serve(settings, lambda s: s.log(since=since, sender=sender, limit=limit, user=user))
     with Rows(fmt, event_line) as rows:
         for e in events:
             rows.add(e)
@@ -81,39 +69,24 @@ class By(StrEnum):
 
 
 @app.command(cls=Command)
+@on_list
 def stats(
+    settings: Settings,
     by: Annotated[
         By | None, typer.Option(help="Instead: who had the most recipients caught in the last 30 days.")
     ] = None,
     top: Annotated[int, typer.Option(help="With --by: how many to show.", min=1, metavar="N")] = 10,
     json_: JsonOpt = False,
-    config_path: ConfigOpt = None,
-    db: DbOpt = None,
 ) -> None:
     """Entry counts by source and kind, and refusals over the last 30 days (--by user|sender: per person)."""
-    settings = settings_for(config_path, db)
     if by is not None:
         group = by
-
-        async def people() -> list[PersonCount]:
-            async with open_service(settings, create=False) as service:
-                return await service.top(group.value, top)
-
-        found = run(people)
-        if json_:
-            emit_json(found)
-            return
-        if not found:
+        found = serve(settings, lambda s: s.top(group.value, top))
+        if not found and not json_:
             typer.echo("no events in the last 30 days", err=True)
-        for p in found:
-            typer.echo(f"{p.events:>9,}  {p.name or '(no login)'}")
+        say(found, json_, lambda p: f"{p.events:>9,}  {p.name or '(no login)'}")
         return
-
-    async def main() -> StatsResult:
-        async with open_service(settings, create=False) as service:
-            return await service.stats()
-
-    r = run(main)
+    r = serve(settings, lambda s: s.stats())
     if json_:
         emit_json(r)
         return

@@ -15,20 +15,10 @@ from typing import Annotated, Any, TextIO
 import typer
 
 from smtpguard.cli.app import Command, app, quiet_stdout
-from smtpguard.cli.options import (
-    ConfigOpt,
-    DbOpt,
-    ExpiresOpt,
-    JsonOpt,
-    NlOpt,
-    Output,
-    fail,
-    output,
-    run,
-    settings_for,
-)
-from smtpguard.cli.output import Rows, emit_json, plural
+from smtpguard.cli.options import ExpiresOpt, JsonOpt, Output, fail, on_list, run, serve
+from smtpguard.cli.output import Rows, emit_json, plural, say
 from smtpguard.cli.progress import progress_bar
+from smtpguard.config import Settings
 from smtpguard.service import CheckResult, ImportResult, Service, open_service
 from smtpguard.suppression.store import EntryRow
 
@@ -69,7 +59,9 @@ def import_json(r: ImportResult) -> dict[str, Any]:
 
 
 @app.command("import", cls=Command)
+@on_list
 def import_(
+    settings: Settings,
     files: Annotated[
         list[str],
         typer.Argument(help="Export files: CSV, TXT or XLSX; - reads standard input.", metavar="FILE"),
@@ -106,15 +98,12 @@ def import_(
         bool, typer.Option("--force", help="With --replace: allow emptying the source or removing most of it.")
     ] = False,
     json_: JsonOpt = False,
-    config_path: ConfigOpt = None,
-    db: DbOpt = None,
 ) -> None:
     """Add the addresses of export files to the suppression list (one transaction per file)."""
     from smtpguard.suppression.formats import Reject, write_rejects
 
     if files.count(STDIN) > 1:
         fail("- (standard input) can be imported only once")
-    settings = settings_for(config_path, db)
     if replace:
         from smtpguard.cli.sources import replace_import
 
@@ -168,32 +157,24 @@ EntriesArg = Annotated[
 
 
 @app.command(cls=Command)
+@on_list
 def add(
+    settings: Settings,
     entries: EntriesArg,
     reason: Annotated[str, typer.Option(help="Why they are suppressed.", metavar="TEXT")] = "added by hand",
     source: Annotated[str, typer.Option(help="Where they come from.", metavar="NAME")] = "manual",
     expires: ExpiresOpt = None,
     json_: JsonOpt = False,
-    config_path: ConfigOpt = None,
-    db: DbOpt = None,
 ) -> None:
     """Add addresses or domains to the suppression list by hand."""
-    settings = settings_for(config_path, db)
-
-    async def main() -> list[Any]:
-        async with open_service(settings) as service:
-            return list(await service.add(entries, source=source, reason=reason, expires=expires))
-
-    results = run(main)
-    if json_:
-        emit_json(results)
-        return
-    for r in results:
-        typer.echo(f"{'added' if r.added else 'already listed'}: {r.entry} ({r.kind} {r.key})")
+    results = serve(settings, lambda s: s.add(entries, source=source, reason=reason, expires=expires), create=True)
+    say(results, json_, lambda r: f"{'added' if r.added else 'already listed'}: {r.entry} ({r.kind} {r.key})")
 
 
 @app.command(cls=Command)
+@on_list
 def remove(
+    settings: Settings,
     entries: Annotated[
         list[str] | None, typer.Argument(help="Addresses or domains to take off the list.", metavar="ENTRY")
     ] = None,
@@ -202,11 +183,8 @@ def remove(
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="With --source: do not ask for confirmation.")] = False,
     json_: JsonOpt = False,
-    config_path: ConfigOpt = None,
-    db: DbOpt = None,
 ) -> None:
     """Take entries off the suppression list (an address that re-subscribed), or a whole --source."""
-    settings = settings_for(config_path, db)
     if source is not None:
         if entries:
             fail("give entries or --source, not both")
@@ -216,16 +194,9 @@ def remove(
     if not entries:
         fail("give the entries to remove, or --source NAME (see smtpguard remove --help)")
 
-    async def main() -> list[Any]:
-        async with open_service(settings, create=False) as service:
-            return list(await service.remove(entries))
-
-    results = run(main)
-    if json_:
-        emit_json(results)
-    else:
-        for r in results:
-            typer.echo(f"{'removed' if r.removed else 'not listed'}: {r.entry} ({r.key})")
+    wanted = entries
+    results = serve(settings, lambda s: s.remove(wanted))
+    say(results, json_, lambda r: f"{'removed' if r.removed else 'not listed'}: {r.entry} ({r.key})")
     if not all(r.removed for r in results):
         raise typer.Exit(1)
 
@@ -246,26 +217,18 @@ def stdin_lines() -> list[str]:
 
 
 @app.command(cls=Command)
+@on_list
 def check(
+    settings: Settings,
+    fmt: Output,
     addresses: Annotated[
         list[str],
         typer.Argument(help="Addresses to check; - reads them from standard input, one a line.", metavar="ADDRESS"),
     ],
-    json_: JsonOpt = False,
-    nl: NlOpt = False,
-    config_path: ConfigOpt = None,
-    db: DbOpt = None,
 ) -> None:
     """Say for each address whether the list blocks it (exit 1 if any is blocked, 2 on bad input)."""
-    fmt = output(json_, nl)
-    settings = settings_for(config_path, db)
     wanted = [a for x in addresses for a in (stdin_lines() if x == STDIN else [x])]
-
-    async def main() -> list[CheckResult]:
-        async with open_service(settings, create=False) as service:
-            return await service.check(wanted)
-
-    results = run(main)
+    results = serve(settings, lambda s: s.check(wanted))
     try:
         with Rows(fmt, check_line) as rows:
             for r in results:
@@ -281,17 +244,14 @@ def entry_line(e: EntryRow) -> str:
 
 
 @app.command("list", cls=Command)
+@on_list
 def list_(
+    settings: Settings,
+    fmt: Output,
     source: Annotated[str | None, typer.Option(help="Only entries from this source.", metavar="NAME")] = None,
     search: Annotated[str | None, typer.Option(help="Only entries containing this text.", metavar="TEXT")] = None,
-    json_: JsonOpt = False,
-    nl: NlOpt = False,
-    config_path: ConfigOpt = None,
-    db: DbOpt = None,
 ) -> None:
     """Show the entries of the suppression list."""
-    fmt = output(json_, nl)
-    settings = settings_for(config_path, db)
 
     async def main() -> int:
         async with open_service(settings, create=False) as service:
@@ -337,14 +297,13 @@ def export_rows(fmt: ExportFormat, out: TextIO) -> Rows[EntryRow]:
 
 
 @app.command(cls=Command)
+@on_list
 def export(
+    settings: Settings,
     file: Annotated[str, typer.Argument(help="Where to write; - for standard output.", metavar="FILE")] = STDIN,
     format_: Annotated[ExportFormat, typer.Option("--format", help="What to write.")] = ExportFormat.csv,
-    config_path: ConfigOpt = None,
-    db: DbOpt = None,
 ) -> None:
     """Write the whole list as CSV (default), plain text, JSON or newline-delimited JSON."""
-    settings = settings_for(config_path, db)
 
     async def write(out: TextIO) -> int:
         async with open_service(settings, create=False) as service:

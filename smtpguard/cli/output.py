@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Generic, TextIO, TypeVar
+
+import typer
 
 from smtpguard.cli.options import Output
 
@@ -27,6 +29,15 @@ def as_json(value: Any) -> Any:
     if isinstance(value, list):
         return [as_json(v) for v in value]
     return value
+
+
+def say(results: Sequence[T], json_: bool, line: Callable[[T], str]) -> None:
+    """Short results: one JSON document, or a line each."""
+    if json_:
+        emit_json(list(results))
+        return
+    for r in results:
+        typer.echo(line(r))
 
 
 def emit_json(value: Any, out: TextIO | None = None) -> None:

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from smtpguard.cli.app import Command, app
-from smtpguard.cli.options import ConfigOpt, DbOpt, fail, run, settings_for
+from smtpguard.cli.options import fail, on_list, run
+from smtpguard.config import Settings
 from smtpguard.suppression.addresses import MatchRules
 
 rules_app = typer.Typer(
@@ -18,11 +19,11 @@ app.add_typer(rules_app, name="rules")
 
 
 @app.command(cls=Command)
-def init(config_path: ConfigOpt = None, db: DbOpt = None) -> None:
+@on_list
+def init(settings: Settings) -> None:
     """Create an empty list with the configuration's [matching] rules (run it as the service user)."""
     from smtpguard.suppression.store import open_store
 
-    settings = settings_for(config_path, db)
     path = settings.store.path
     if path.exists():
         fail(f"store {path}: a list is there already; nothing changed (`smtpguard rules set` changes its rules)")
@@ -53,11 +54,10 @@ def warn_if_not_the_folders_owner(path: Path) -> None:
 
 
 @rules_app.command("show", cls=Command)
-def rules_show(config_path: ConfigOpt = None, db: DbOpt = None) -> None:
+@on_list
+def rules_show(settings: Settings) -> None:
     """The list's own matching rules (they, not the configuration's [matching], apply)."""
     from smtpguard.suppression.store import open_store
-
-    settings = settings_for(config_path, db)
 
     async def main() -> MatchRules:
         store = await open_store(settings.store.path, settings.matching, create=False)
@@ -74,7 +74,9 @@ def rules_show(config_path: ConfigOpt = None, db: DbOpt = None) -> None:
 
 
 @rules_app.command("set", cls=Command)
+@on_list
 def rules_set(
+    settings: Settings,
     ignore_subaddress: Annotated[
         bool | None,
         typer.Option(
@@ -90,8 +92,6 @@ def rules_set(
     from_config: Annotated[
         bool, typer.Option("--from-config", help="Take the configuration's [matching] rules.")
     ] = False,
-    config_path: ConfigOpt = None,
-    db: DbOpt = None,
 ) -> None:
     """Change the list's matching rules and re-key its entries (a running relay follows within a second)."""
     from dataclasses import replace
@@ -99,7 +99,6 @@ def rules_set(
     from smtpguard.suppression.rules import change_rules
     from smtpguard.suppression.store import open_store
 
-    settings = settings_for(config_path, db)
     if not from_config and ignore_subaddress is None and gmail_dots is None:
         fail(
             "say which rule to change: --ignore-subaddress/--keep-subaddress,"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import typer
 
 from smtpguard.cli.app import Command, token_app
-from smtpguard.cli.options import ConfigOpt, DbOpt, JsonOpt, NlOpt, Output, fail, output, run, settings_for
+from smtpguard.cli.options import Output, fail, on_list, run
 from smtpguard.cli.output import Rows
+from smtpguard.config import Settings
 from smtpguard.service import check_user_name
 from smtpguard.suppression.store import Token, connect
 
@@ -17,16 +17,15 @@ NameArg = Annotated[str, typer.Argument(help="A name for the token (who or what 
 
 
 @token_app.command("add", cls=Command)
+@on_list
 def token_add(
+    settings: Settings,
     name: NameArg,
     scope: Annotated[str, typer.Option("--scope", help="read (GET only) or write.")] = "read",
-    config_path: ConfigOpt = None,
-    db: DbOpt = None,
 ) -> None:
     """Create a token; it is shown once, only its SHA-256 is kept."""
     from smtpguard.http.auth import create_token
 
-    settings = settings_for(config_path, db)
     check_user_name(name)
     if scope not in ("read", "write"):
         fail(f"--scope must be read or write, got {scope!r}")
@@ -47,9 +46,9 @@ def token_add(
 
 
 @token_app.command("remove", cls=Command)
-def token_remove(name: NameArg, config_path: ConfigOpt = None, db: DbOpt = None) -> None:
+@on_list
+def token_remove(settings: Settings, name: NameArg) -> None:
     """Revoke a token (at once, also for a running relay)."""
-    settings = settings_for(config_path, db)
 
     async def main() -> bool:
         store = await connect(settings, create=False)
@@ -63,24 +62,19 @@ def token_remove(name: NameArg, config_path: ConfigOpt = None, db: DbOpt = None)
     typer.echo(f"removed token {name}")
 
 
-@dataclass(frozen=True, slots=True)
-class TokenLine:
+def listed(t: Token) -> dict[str, str]:
     """A token as listed: never its hash."""
-
-    name: str
-    scope: str
-    created: str
+    return {"name": t.name, "scope": t.scope, "created": t.created}
 
 
-def token_line(t: TokenLine) -> str:
-    return f"{t.name}\t{t.scope}\t{t.created}"
+def token_line(t: dict[str, str]) -> str:
+    return f"{t['name']}\t{t['scope']}\t{t['created']}"
 
 
 @token_app.command("list", cls=Command)
-def token_list(json_: JsonOpt = False, nl: NlOpt = False, config_path: ConfigOpt = None, db: DbOpt = None) -> None:
+@on_list
+def token_list(settings: Settings, fmt: Output) -> None:
     """List the tokens (names, scopes and creation times; never the tokens)."""
-    fmt = output(json_, nl)
-    settings = settings_for(config_path, db)
 
     async def main() -> list[Token]:
         store = await connect(settings, create=False)
@@ -90,8 +84,8 @@ def token_list(json_: JsonOpt = False, nl: NlOpt = False, config_path: ConfigOpt
             await store.close()
 
     tokens = run(main)
-    with Rows[TokenLine](fmt, token_line) as rows:
+    with Rows(fmt, token_line) as rows:
         for t in tokens:
-            rows.add(TokenLine(t.name, t.scope, t.created))
+            rows.add(listed(t))
     if not tokens and fmt is Output.text:
         typer.echo("no tokens", err=True)

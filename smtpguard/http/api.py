@@ -7,6 +7,7 @@ the audit trail as an event whose `user` is "token:NAME".
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +16,17 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from pydantic import BaseModel, Field
 
 from smtpguard.http.auth import Caller, Reader, Writer
-from smtpguard.service import InvalidInput, Service, parse_date
+from smtpguard.http.views import list_of, view
+from smtpguard.service import (
+    AddResult,
+    CheckResult,
+    ImportResult,
+    InvalidInput,
+    RemoveResult,
+    Service,
+    StatsResult,
+    parse_date,
+)
 from smtpguard.suppression.formats import ImportFormatError
 from smtpguard.suppression.store import Event, Store, utc_now
 from smtpguard.sync.sync import SyncRefused, sync_source
@@ -60,53 +71,12 @@ class AddIn(BaseModel):
     expires: str | None = Field(None, description="YYYY-MM-DD: no longer blocks from that day on")
 
 
-class AddOut(BaseModel):
-    entry: str
-    key: str
-    kind: str
-    added: bool
-
-
 class RemoveIn(BaseModel):
     entries: list[str] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-class RemoveOut(BaseModel):
-    entry: str
-    key: str
-    removed: bool
-
-
 class CheckIn(BaseModel):
     addresses: list[str] = Field(min_length=1, max_length=MAX_BATCH)
-
-
-class CheckOut(BaseModel):
-    address: str
-    blocked: bool
-    entry: str | None = None
-    key: str | None = None
-    kind: str | None = None
-    source: str | None = None
-    reason: str | None = None
-    added: str | None = None
-    expires: str | None = None
-
-
-class RejectOut(BaseModel):
-    line: int
-    text: str
-    reason: str
-
-
-class ImportOut(BaseModel):
-    file: str
-    source: str
-    rows: int
-    added: int
-    duplicates: int
-    invalid: int
-    rejects: list[RejectOut]
 
 
 class SourceIn(BaseModel):
@@ -123,29 +93,13 @@ class SourceOut(BaseModel):
     invalid: list[str]
 
 
-class EventOut(BaseModel):
-    time: str
-    action: str
-    sender: str
-    recipient: str
-    entry: str
-    source: str
-    client: str
-    user: str
-    message_id: str
-
-
-class SourceCountOut(BaseModel):
-    source: str
-    kind: str
-    count: int
-
-
-class StatsOut(BaseModel):
-    entries: list[SourceCountOut]
-    total: int
-    expired: int
-    events_last_30_days: dict[str, int]
+# The service's results as the API answers them (the fields the API has always had).
+AddOut = view("AddOut", AddResult)
+RemoveOut = view("RemoveOut", RemoveResult)
+CheckOut = view("CheckOut", CheckResult, drop=("allowed_by_exception",))
+ImportOut = view("ImportOut", ImportResult)
+EventOut = view("EventOut", Event, drop=("relay",))
+StatsOut = view("StatsOut", StatsResult)
 
 
 def _store(request: Request) -> Store:
@@ -197,35 +151,35 @@ async def list_entries(
     return EntryPage(entries=rows, offset=offset, limit=limit, next_offset=offset + limit if more else None)
 
 
-@router.post("/entries", response_model=list[AddOut], summary="Add one or many entries")
-async def add_entries(request: Request, caller: Writer, body: AddIn) -> list[AddOut]:
+@router.post("/entries", response_model=list_of(AddOut), summary="Add one or many entries")
+async def add_entries(request: Request, caller: Writer, body: AddIn) -> list[AddResult]:
     service = await _service(request)
     source = _name(body.source, "source")
     done = await service.add(body.entries, source=source, reason=body.reason or "unsubscribed", expires=body.expires)
     await _audit(request, caller, "api-add", [(r.key, source) for r in done if r.added])
-    return [AddOut(entry=r.entry, key=r.key, kind=r.kind, added=r.added) for r in done]
+    return done
 
 
-@router.post("/entries/remove", response_model=list[RemoveOut], summary="Remove entries")
-async def remove_entries(request: Request, caller: Writer, body: RemoveIn) -> list[RemoveOut]:
+@router.post("/entries/remove", response_model=list_of(RemoveOut), summary="Remove entries")
+async def remove_entries(request: Request, caller: Writer, body: RemoveIn) -> list[RemoveResult]:
     service = await _service(request)
     done = await service.remove(body.entries)
     await _audit(request, caller, "api-remove", [(r.key, "") for r in done if r.removed])
-    return [RemoveOut(entry=r.entry, key=r.key, removed=r.removed) for r in done]
+    return done
 
 
-@router.post("/check", response_model=list[CheckOut], summary="Would these recipients be refused?")
-async def check(request: Request, caller: Reader, body: CheckIn) -> list[CheckOut]:
+@router.post("/check", response_model=list_of(CheckOut), summary="Would these recipients be refused?")
+async def check(request: Request, caller: Reader, body: CheckIn) -> list[CheckResult]:
     service = await _service(request)
-    return [CheckOut.model_validate(r, from_attributes=True) for r in await service.check(body.addresses)]
+    return await service.check(body.addresses)
 
 
 @router.get("/check", response_model=CheckOut, summary="Would this recipient be refused?")
 async def check_one(
     request: Request, caller: Reader, address: Annotated[str, Query(min_length=1, max_length=512)]
-) -> CheckOut:
+) -> CheckResult:
     service = await _service(request)
-    return CheckOut.model_validate((await service.check([address]))[0], from_attributes=True)
+    return (await service.check([address]))[0]
 
 
 @router.post("/imports", response_model=ImportOut, summary="Import a file (CSV, text, XLSX), as `smtpguard import`")
@@ -238,7 +192,7 @@ async def import_file(
     expires: Annotated[str | None, Form()] = None,
     column: Annotated[str | None, Form(max_length=200)] = None,
     dry_run: Annotated[bool, Form()] = False,
-) -> ImportOut:
+) -> ImportResult:
     service = await _service(request)
     parse_date(expires, "expires")
     name = Path(file.filename or "upload.csv").name or "upload.csv"
@@ -256,9 +210,7 @@ async def import_file(
             raise InvalidInput(str(exc).replace(str(path), name)) from None
     if not dry_run:
         await _audit(request, caller, "api-import", [(f"{name}: {done.added} added", done.source)])
-    rejects = [RejectOut(line=r.line, text=r.text, reason=r.reason) for r in done.rejects]
-    return ImportOut(file=name, source=done.source, rows=done.rows, added=done.added,
-                     duplicates=done.duplicates, invalid=done.invalid, rejects=rejects)  # fmt: skip
+    return dataclasses.replace(done, file=name)
 
 
 @router.put("/sources/{source}", response_model=SourceOut, summary="Make a source's entries exactly this list")
@@ -275,7 +227,7 @@ async def put_source(request: Request, caller: Writer, source: str, body: Source
                      elsewhere=done.elsewhere, invalid=done.invalid)  # fmt: skip
 
 
-@router.get("/events", response_model=list[EventOut], summary="Audit events (filter by user, sender, date)")
+@router.get("/events", response_model=list_of(EventOut), summary="Audit events (filter by user, sender, date)")
 async def events(
     request: Request,
     caller: Reader,
@@ -284,16 +236,14 @@ async def events(
     since: Annotated[str | None, Query(description="YYYY-MM-DD or an ISO time")] = None,
     until: Annotated[str | None, Query(description="YYYY-MM-DD: events before that day")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-) -> list[EventOut]:
+) -> list[Event]:
     service = await _service(request)
     end = parse_date(until, "until")
     found = await service.log(since=since, sender=sender, limit=None if user or end else limit)
     kept = [e for e in found if (not user or e.user == user) and (not end or e.time < end)]
-    return [EventOut.model_validate(e, from_attributes=True) for e in kept[-limit:]]
+    return kept[-limit:]
 
 
 @router.get("/stats", response_model=StatsOut, summary="Entries by source and kind, events of the last 30 days")
-async def stats(request: Request, caller: Reader) -> StatsOut:
-    s = await (await _service(request)).stats()
-    return StatsOut(entries=[SourceCountOut(source=c.source, kind=c.kind, count=c.count) for c in s.entries],
-                    total=s.total, expired=s.expired, events_last_30_days=s.events_last_30_days)  # fmt: skip
+async def stats(request: Request, caller: Reader) -> StatsResult:
+    return await (await _service(request)).stats()
