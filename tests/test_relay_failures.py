@@ -30,6 +30,14 @@ from .relay_helpers import (
 )
 from .smtp_fixtures import Upstream
 
+
+async def start_data(raw: Raw) -> None:
+    """MAIL, RCPT to bob@ok.example and DATA on a raw session, each accepted."""
+    assert (await raw.cmd(f"MAIL FROM:<{SENDER}>")).startswith("250")
+    assert (await raw.cmd("RCPT TO:<bob@ok.example>")).startswith("250")
+    assert (await raw.cmd("DATA")).startswith("354")
+
+
 # -- the upstream --------------------------------------------------------------------
 
 
@@ -124,9 +132,7 @@ async def test_slow_upstream_data_outlasts_client_timeout(make_relay: RelayFacto
 async def test_trickled_upload_outlasts_client_timeout(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay(server={"timeout": 1})
     raw = await Raw.open(relay)
-    assert (await raw.cmd(f"MAIL FROM:<{SENDER}>")).startswith("250")
-    assert (await raw.cmd("RCPT TO:<bob@ok.example>")).startswith("250")
-    assert (await raw.cmd("DATA")).startswith("354")
+    await start_data(raw)
     for line in message().split(b"\r\n")[:-1]:
         raw.writer.write((b"." if line.startswith(b".") else b"") + line + b"\r\n")  # dot-stuffed
         await raw.writer.drain()
@@ -482,15 +488,11 @@ async def test_upstream_lost_during_data_is_451_not_250(make_relay: RelayFactory
 async def test_long_line_then_next_message(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay()
     raw = await Raw.open(relay)
-    assert (await raw.cmd(f"MAIL FROM:<{SENDER}>")).startswith("250")
-    assert (await raw.cmd("RCPT TO:<bob@ok.example>")).startswith("250")
-    assert (await raw.cmd("DATA")).startswith("354")
+    await start_data(raw)
     raw.writer.write(b"Subject: long\r\n\r\n" + b"x" * 2000 + b"\r\n.\r\n")
     assert (await raw.reply())[:1] == "5"
     assert upstream.received == []
-    assert (await raw.cmd(f"MAIL FROM:<{SENDER}>")).startswith("250")
-    assert (await raw.cmd("RCPT TO:<bob@ok.example>")).startswith("250")
-    assert (await raw.cmd("DATA")).startswith("354")
+    await start_data(raw)
     raw.writer.write(b"Subject: short\r\n\r\nok\r\n.\r\n")
     assert (await raw.reply()).startswith("250 ")
     await raw.close()
@@ -501,9 +503,7 @@ async def test_bare_lf_dot_does_not_end_data(make_relay: RelayFactory, upstream:
     """SMTP smuggling: a bare-LF "\\n.\\n" must not end the message (or start another)."""
     relay = await make_relay()
     raw = await Raw.open(relay)
-    assert (await raw.cmd(f"MAIL FROM:<{SENDER}>")).startswith("250")
-    assert (await raw.cmd("RCPT TO:<bob@ok.example>")).startswith("250")
-    assert (await raw.cmd("DATA")).startswith("354")
+    await start_data(raw)
     raw.writer.write(
         b"Subject: a\r\n\r\nbody\n.\nMAIL FROM:<x@evil.example>\r\nRCPT TO:<jane.doe@example.com>\r\n.\r\n"
     )
