@@ -10,14 +10,7 @@ import aiosmtplib
 import pytest
 
 from .conftest import RelayFactory
-from .relay_helpers import (
-    SENDER,
-    aio,
-    as_alice,
-    audit_events,
-    message,
-    smtplib_data,
-)
+from .relay_helpers import SENDER, aio, as_alice, audit_events, message, smtplib_data
 from .smtp_fixtures import Upstream
 
 # -- reject --------------------------------------------------------------------
