@@ -90,6 +90,20 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(fn, *args)
 
 
+async def as_alice(relay: Relay, talk: Callable[[smtplib.SMTP], T]) -> T:
+    """An smtplib conversation logged in as alice (in a thread); QUIT whatever `talk` does."""
+
+    def session() -> T:
+        s = blocking_client(port_of(relay))
+        try:
+            s.login("alice", "s3cret")
+            return talk(s)
+        finally:
+            s.quit()
+
+    return await in_thread(session)
+
+
 async def audit_events(relay: Relay) -> list[Event]:
     """Stop the relay (which flushes the audit writer) and read the trail back."""
     await relay.stop(deadline=2)

@@ -38,22 +38,19 @@ def write(tmp: Path, body: str) -> Path:
     return cfg
 
 
-async def test_reachable_upstream_with_tls_and_login(tmp_path: Path, upstream: Upstream, certs: Certs) -> None:
-    (tmp_path / "pw").write_text("relaypw\n")
-    cfg = write(
-        tmp_path,
-        f"""
-[server]
-auth = "none"
-[upstream]
-host = "localhost"
-port = {upstream.port}
-security = "starttls"
-ca_file = "{certs.ca_file}"
-username = "relay"
-password_file = "{tmp_path / "pw"}"
-""",
+def with_login(tmp: Path, upstream: Upstream, certs: Certs, *, password: str, auth: str, security: str = "") -> Path:
+    """A configuration logging in to the test upstream as `relay` with this password."""
+    (tmp / "pw").write_text(password + "\n")
+    security_line = f'security = "{security}"\n' if security else ""
+    return write(
+        tmp,
+        f'[server]\nauth = "{auth}"\n[upstream]\nhost = "localhost"\nport = {upstream.port}\n{security_line}'
+        f'ca_file = "{certs.ca_file}"\nusername = "relay"\npassword_file = "{tmp / "pw"}"\n',
     )
+
+
+async def test_reachable_upstream_with_tls_and_login(tmp_path: Path, upstream: Upstream, certs: Certs) -> None:
+    cfg = with_login(tmp_path, upstream, certs, password="relaypw", auth="none", security="starttls")
     code, out, err = await config_check(cfg)
     assert code == 0, out + err
     assert f"configuration: {cfg}: valid" in out
@@ -61,20 +58,7 @@ password_file = "{tmp_path / "pw"}"
 
 
 async def test_wrong_password_and_unreachable_upstream(tmp_path: Path, upstream: Upstream, certs: Certs) -> None:
-    (tmp_path / "pw").write_text("wrong\n")
-    cfg = write(
-        tmp_path,
-        f"""
-[server]
-auth = "local"
-[upstream]
-host = "localhost"
-port = {upstream.port}
-ca_file = "{certs.ca_file}"
-username = "relay"
-password_file = "{tmp_path / "pw"}"
-""",
-    )
+    cfg = with_login(tmp_path, upstream, certs, password="wrong", auth="local")
     code, out, _ = await config_check(cfg)
     assert code == 1 and "login as relay: FAILED: 535" in out
 

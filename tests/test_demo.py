@@ -10,6 +10,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+async def demo_commands(proc: asyncio.subprocess.Process, timeout: float) -> tuple[str, list[str]]:
+    """What a running demo printed up to its ready line, and the commands in it (indented lines)."""
+    assert proc.stdout is not None
+    printed = ""
+    while "Ctrl-C stops the demo" not in printed:
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+        assert line, "demo exited early"
+        printed += line.decode()
+    return printed, [line.strip() for line in printed.splitlines() if line.startswith("     ") and line.strip()]
+
+
 async def test_demo_prints_commands_that_work(tmp_path: Path) -> None:
     folder = tmp_path / "demo"
     proc = await asyncio.create_subprocess_exec(
@@ -26,13 +37,7 @@ async def test_demo_prints_commands_that_work(tmp_path: Path) -> None:
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        assert proc.stdout is not None
-        printed = ""
-        while "Ctrl-C stops the demo" not in printed:
-            line = await asyncio.wait_for(proc.stdout.readline(), 30)
-            assert line, "demo exited early"
-            printed += line.decode()
-        commands = [line.strip() for line in printed.splitlines() if line.startswith("     ") and line.strip()]
+        printed, commands = await demo_commands(proc, 30)
         assert len(commands) == 3, printed
 
         allowed = await asyncio.to_thread(subprocess.run, commands[0], shell=True, capture_output=True, text=True)

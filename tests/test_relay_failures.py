@@ -17,6 +17,7 @@ from .relay_helpers import (
     SENDER,
     Raw,
     aio,
+    as_alice,
     as_bytes,
     audit_events,
     blocking_client,
@@ -28,6 +29,14 @@ from .relay_helpers import (
     wait_for,
 )
 from .smtp_fixtures import Upstream
+
+
+async def start_data(raw: Raw) -> None:
+    """MAIL, RCPT to bob@ok.example and DATA on a raw session, each accepted."""
+    assert (await raw.cmd(f"MAIL FROM:<{SENDER}>")).startswith("250")
+    assert (await raw.cmd("RCPT TO:<bob@ok.example>")).startswith("250")
+    assert (await raw.cmd("DATA")).startswith("354")
+
 
 # -- the upstream --------------------------------------------------------------------
 
@@ -63,17 +72,12 @@ async def test_upstream_4xx_recipient_is_relayed_as_4xx(make_relay: RelayFactory
     upstream.refuse_rcpt["full@ok.example"] = "452 4.2.2 Mailbox full"
     relay = await make_relay()
 
-    def session() -> tuple[tuple[int, bytes], tuple[int, bytes]]:
-        s = blocking_client(port_of(relay))
-        try:
-            s.login("alice", "s3cret")
-            s.mail(SENDER)
-            full = s.rcpt("full@ok.example")
-            return full, s.rcpt("bob@ok.example")
-        finally:
-            s.quit()
+    def session(s: smtplib.SMTP) -> tuple[tuple[int, bytes], tuple[int, bytes]]:
+        s.mail(SENDER)
+        full = s.rcpt("full@ok.example")
+        return full, s.rcpt("bob@ok.example")
 
-    full, ok = await in_thread(session)
+    full, ok = await as_alice(relay, session)
     assert full == (452, b"4.2.2 Mailbox full") and ok[0] == 250
 
 
@@ -101,19 +105,14 @@ async def test_upstream_data_failure_smtplib(make_relay: RelayFactory, upstream:
     upstream.data_reply = "554 5.6.0 Content refused"
     relay = await make_relay()
 
-    def session() -> tuple[int, bytes]:
-        s = blocking_client(port_of(relay))
+    def session(s: smtplib.SMTP) -> tuple[int, bytes]:
         try:
-            s.login("alice", "s3cret")
-            try:
-                s.sendmail(SENDER, ["bob@ok.example"], message())
-            except smtplib.SMTPDataError as exc:
-                return exc.smtp_code, as_bytes(exc.smtp_error)
-            raise AssertionError("DATA should fail")
-        finally:
-            s.quit()
+            s.sendmail(SENDER, ["bob@ok.example"], message())
+        except smtplib.SMTPDataError as exc:
+            return exc.smtp_code, as_bytes(exc.smtp_error)
+        raise AssertionError("DATA should fail")
 
-    assert await in_thread(session) == (554, b"5.6.0 Content refused")
+    assert await as_alice(relay, session) == (554, b"5.6.0 Content refused")
     assert upstream.received == []
 
 
@@ -133,9 +132,7 @@ async def test_slow_upstream_data_outlasts_client_timeout(make_relay: RelayFacto
 async def test_trickled_upload_outlasts_client_timeout(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay(server={"timeout": 1})
     raw = await Raw.open(relay)
-    assert (await raw.cmd(f"MAIL FROM:<{SENDER}>")).startswith("250")
-    assert (await raw.cmd("RCPT TO:<bob@ok.example>")).startswith("250")
-    assert (await raw.cmd("DATA")).startswith("354")
+    await start_data(raw)
     for line in message().split(b"\r\n")[:-1]:
         raw.writer.write((b"." if line.startswith(b".") else b"") + line + b"\r\n")  # dot-stuffed
         await raw.writer.drain()
@@ -281,19 +278,14 @@ async def test_oversize_message_is_552_and_session_goes_on(make_relay: RelayFact
 async def test_declared_size_too_big_is_552_at_mail(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay(server={"max_message_size": 2048})
 
-    def session() -> tuple[int, bytes]:
-        s = blocking_client(port_of(relay))
+    def session(s: smtplib.SMTP) -> tuple[int, bytes]:
         try:
-            s.login("alice", "s3cret")
-            try:
-                s.sendmail(SENDER, ["bob@ok.example"], b"x" * 5000)  # smtplib declares SIZE=5000
-            except smtplib.SMTPSenderRefused as exc:
-                return exc.smtp_code, exc.smtp_error
-            raise AssertionError("MAIL should be refused")
-        finally:
-            s.quit()
+            s.sendmail(SENDER, ["bob@ok.example"], b"x" * 5000)  # smtplib declares SIZE=5000
+        except smtplib.SMTPSenderRefused as exc:
+            return exc.smtp_code, exc.smtp_error
+        raise AssertionError("MAIL should be refused")
 
-    code, text = await in_thread(session)
+    code, text = await as_alice(relay, session)
     assert code == 552 and text.startswith(b"5.3.4 ")
     assert upstream.received == []
 
@@ -334,15 +326,10 @@ async def test_malformed_sender_is_5xx_not_451(make_relay: RelayFactory, upstrea
 async def test_null_sender_is_relayed(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay()
 
-    def session() -> dict[str, tuple[int, bytes]]:
-        s = blocking_client(port_of(relay))
-        try:
-            s.login("alice", "s3cret")
-            return s.sendmail("<>", ["bob@ok.example", "jane.doe@example.com"], message())
-        finally:
-            s.quit()
+    def session(s: smtplib.SMTP) -> dict[str, tuple[int, bytes]]:
+        return s.sendmail("<>", ["bob@ok.example", "jane.doe@example.com"], message())
 
-    refused = await in_thread(session)
+    refused = await as_alice(relay, session)
     assert list(refused) == ["jane.doe@example.com"]
     assert [(r.mail_from, r.rcpt_tos) for r in upstream.received] == [("<>", ["bob@ok.example"])]
     events = await audit_events(relay)
@@ -370,20 +357,15 @@ async def test_smtputf8_addresses(make_relay: RelayFactory, upstream: Upstream) 
 async def test_smtputf8_smtplib(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay()
 
-    def session() -> dict[str, tuple[int, bytes]]:
-        s = blocking_client(port_of(relay))
-        try:
-            s.login("alice", "s3cret")
-            return s.sendmail(
-                "jörg@bücher.example",
-                ["zoë@bücher.example"],
-                b"Subject: x\r\n\r\nx\r\n",
-                mail_options=["SMTPUTF8"],
-            )
-        finally:
-            s.quit()
+    def session(s: smtplib.SMTP) -> dict[str, tuple[int, bytes]]:
+        return s.sendmail(
+            "jörg@bücher.example",
+            ["zoë@bücher.example"],
+            b"Subject: x\r\n\r\nx\r\n",
+            mail_options=["SMTPUTF8"],
+        )
 
-    assert await in_thread(session) == {}
+    assert await as_alice(relay, session) == {}
     assert [(r.mail_from, r.rcpt_tos) for r in upstream.received] == [("jörg@bücher.example", ["zoë@bücher.example"])]
 
 
@@ -450,18 +432,13 @@ async def test_passthrough_upstream_dropped_never_sends_unauthenticated(
 async def test_rset_mid_transaction(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay()
 
-    def session() -> dict[str, tuple[int, bytes]]:
-        s = blocking_client(port_of(relay))
-        try:
-            s.login("alice", "s3cret")
-            s.mail(SENDER)
-            s.rcpt("dave@ok.example")
-            s.rset()
-            return s.sendmail(SENDER, ["bob@ok.example"], message())
-        finally:
-            s.quit()
+    def session(s: smtplib.SMTP) -> dict[str, tuple[int, bytes]]:
+        s.mail(SENDER)
+        s.rcpt("dave@ok.example")
+        s.rset()
+        return s.sendmail(SENDER, ["bob@ok.example"], message())
 
-    assert await in_thread(session) == {}
+    assert await as_alice(relay, session) == {}
     assert [r.rcpt_tos for r in upstream.received] == [["bob@ok.example"]]
     assert upstream.rsets == 1
 
@@ -511,15 +488,11 @@ async def test_upstream_lost_during_data_is_451_not_250(make_relay: RelayFactory
 async def test_long_line_then_next_message(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay()
     raw = await Raw.open(relay)
-    assert (await raw.cmd(f"MAIL FROM:<{SENDER}>")).startswith("250")
-    assert (await raw.cmd("RCPT TO:<bob@ok.example>")).startswith("250")
-    assert (await raw.cmd("DATA")).startswith("354")
+    await start_data(raw)
     raw.writer.write(b"Subject: long\r\n\r\n" + b"x" * 2000 + b"\r\n.\r\n")
     assert (await raw.reply())[:1] == "5"
     assert upstream.received == []
-    assert (await raw.cmd(f"MAIL FROM:<{SENDER}>")).startswith("250")
-    assert (await raw.cmd("RCPT TO:<bob@ok.example>")).startswith("250")
-    assert (await raw.cmd("DATA")).startswith("354")
+    await start_data(raw)
     raw.writer.write(b"Subject: short\r\n\r\nok\r\n.\r\n")
     assert (await raw.reply()).startswith("250 ")
     await raw.close()
@@ -530,9 +503,7 @@ async def test_bare_lf_dot_does_not_end_data(make_relay: RelayFactory, upstream:
     """SMTP smuggling: a bare-LF "\\n.\\n" must not end the message (or start another)."""
     relay = await make_relay()
     raw = await Raw.open(relay)
-    assert (await raw.cmd(f"MAIL FROM:<{SENDER}>")).startswith("250")
-    assert (await raw.cmd("RCPT TO:<bob@ok.example>")).startswith("250")
-    assert (await raw.cmd("DATA")).startswith("354")
+    await start_data(raw)
     raw.writer.write(
         b"Subject: a\r\n\r\nbody\n.\nMAIL FROM:<x@evil.example>\r\nRCPT TO:<jane.doe@example.com>\r\n.\r\n"
     )
@@ -549,16 +520,11 @@ async def test_8bitmime_body_passes_unchanged(make_relay: RelayFactory, upstream
     body += "Content-Transfer-Encoding: 8bit\r\n\r\nGrüße aus Köln – à bientôt\r\n"
     msg = body.encode()
 
-    def session() -> dict[str, tuple[int, bytes]]:
-        s = blocking_client(port_of(relay))
-        try:
-            s.login("alice", "s3cret")
-            assert s.has_extn("8bitmime")
-            return s.sendmail(SENDER, ["bob@ok.example"], msg, mail_options=["BODY=8BITMIME"])
-        finally:
-            s.quit()
+    def session(s: smtplib.SMTP) -> dict[str, tuple[int, bytes]]:
+        assert s.has_extn("8bitmime")
+        return s.sendmail(SENDER, ["bob@ok.example"], msg, mail_options=["BODY=8BITMIME"])
 
-    assert await in_thread(session) == {}
+    assert await as_alice(relay, session) == {}
     assert [r.content for r in upstream.received] == [msg]
 
 

@@ -10,7 +10,7 @@ import aiosmtplib
 import pytest
 
 from .conftest import RelayFactory
-from .relay_helpers import SENDER, aio, audit_events, blocking_client, in_thread, message, port_of, smtplib_data
+from .relay_helpers import SENDER, aio, as_alice, audit_events, message, smtplib_data
 from .smtp_fixtures import Upstream
 
 # -- reject --------------------------------------------------------------------
@@ -57,19 +57,14 @@ async def test_reject_names_address_date_and_source_aiosmtplib(make_relay: Relay
 async def test_reject_smtplib(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay()
 
-    def session() -> tuple[tuple[int, bytes], tuple[int, bytes], tuple[int, bytes]]:
-        s = blocking_client(port_of(relay))
-        try:
-            s.login("alice", "s3cret")
-            s.mail(SENDER)
-            refused = s.rcpt("Jane.Doe+promo@EXAMPLE.com")
-            ok = s.rcpt("bob@ok.example")
-            done = s.data(message())
-            return refused, ok, done
-        finally:
-            s.quit()
+    def session(s: smtplib.SMTP) -> tuple[tuple[int, bytes], tuple[int, bytes], tuple[int, bytes]]:
+        s.mail(SENDER)
+        refused = s.rcpt("Jane.Doe+promo@EXAMPLE.com")
+        ok = s.rcpt("bob@ok.example")
+        done = s.data(message())
+        return refused, ok, done
 
-    refused, ok, done = await in_thread(session)
+    refused, ok, done = await as_alice(relay, session)
     assert refused[0] == 550 and b"5.7.1" in refused[1]
     assert b"Jane.Doe+promo@EXAMPLE.com" in refused[1] and b"2026-10-03" in refused[1] and b"lemlist" in refused[1]
     assert ok[0] == 250 and done[0] == 250 and b"queued as Q1" in done[1]
@@ -79,19 +74,14 @@ async def test_reject_smtplib(make_relay: RelayFactory, upstream: Upstream) -> N
 async def test_reject_every_recipient_refused_smtplib_sendmail(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay()
 
-    def session() -> dict[str, tuple[int, bytes]]:
-        s = blocking_client(port_of(relay))
+    def session(s: smtplib.SMTP) -> dict[str, tuple[int, bytes]]:
         try:
-            s.login("alice", "s3cret")
-            try:
-                s.sendmail(SENDER, ["jane.doe@example.com", "a@blocked.example"], message())
-            except smtplib.SMTPRecipientsRefused as exc:
-                return dict(exc.recipients)
-            return {}
-        finally:
-            s.quit()
+            s.sendmail(SENDER, ["jane.doe@example.com", "a@blocked.example"], message())
+        except smtplib.SMTPRecipientsRefused as exc:
+            return dict(exc.recipients)
+        return {}
 
-    refused = await in_thread(session)
+    refused = await as_alice(relay, session)
     assert set(refused) == {"jane.doe@example.com", "a@blocked.example"}
     assert all(code == 550 for code, _ in refused.values())
     assert upstream.received == [] and upstream.rcpt_seen == []
@@ -221,15 +211,10 @@ async def test_strip_nobody_left_refuses_and_sends_nothing(make_relay: RelayFact
 async def test_monitor_relays_everything_and_logs(make_relay: RelayFactory, upstream: Upstream) -> None:
     relay = await make_relay(policy={"mode": "monitor"})
 
-    def session() -> dict[str, tuple[int, bytes]]:
-        s = blocking_client(port_of(relay))
-        try:
-            s.login("alice", "s3cret")
-            return s.sendmail(SENDER, ["bob@ok.example", "jane.doe@example.com", "y@blocked.example"], message())
-        finally:
-            s.quit()
+    def session(s: smtplib.SMTP) -> dict[str, tuple[int, bytes]]:
+        return s.sendmail(SENDER, ["bob@ok.example", "jane.doe@example.com", "y@blocked.example"], message())
 
-    assert await in_thread(session) == {}
+    assert await as_alice(relay, session) == {}
     assert [r.rcpt_tos for r in upstream.received] == [["bob@ok.example", "jane.doe@example.com", "y@blocked.example"]]
     events = await audit_events(relay)
     assert [(e.action, e.recipient, e.entry, e.source) for e in events] == [

@@ -8,6 +8,7 @@ Nothing here binds a non-loopback address: `relay_problems` is pure, and
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,29 +28,25 @@ ANY = Endpoint("0.0.0.0", 2525)
 NETS = ipaddress.ip_network
 
 
-def _settings(tmp_path: Path, upstream: Upstream, certs: Certs, **server: Any) -> Settings:
-    return relay_settings(tmp_path, upstream, certs, server=server)
+SettingsFor = Callable[..., Settings]
+
+
+@pytest.fixture
+def settings_for(tmp_path: Path, upstream: Upstream, certs: Certs) -> SettingsFor:
+    """Relay settings over the test upstream, with these `[server]` keys."""
+    return lambda **server: relay_settings(tmp_path, upstream, certs, server=server)
 
 
 @pytest.mark.parametrize("catch_all", ["0.0.0.0/0", "::/0"])
 @pytest.mark.parametrize("listen", [Endpoint("127.0.0.1", 2525), ANY])
-def test_auth_none_with_catch_all_network(
-    tmp_path: Path, upstream: Upstream, certs: Certs, catch_all: str, listen: Endpoint
-) -> None:
-    s = _settings(
-        tmp_path,
-        upstream,
-        certs,
-        auth="none",
-        listen=listen,
-        trusted_networks=(NETS("127.0.0.0/8"), NETS(catch_all)),
-    )
+def test_auth_none_with_catch_all_network(settings_for: SettingsFor, catch_all: str, listen: Endpoint) -> None:
+    s = settings_for(auth="none", listen=listen, trusted_networks=(NETS("127.0.0.0/8"), NETS(catch_all)))
     problems = relay_problems(s)
     assert len(problems) >= 1 and catch_all in problems[0] and "anyone" in problems[0]
 
 
-def test_auth_none_public_listener_only_loopback_trusted(tmp_path: Path, upstream: Upstream, certs: Certs) -> None:
-    s = _settings(tmp_path, upstream, certs, auth="none", listen=ANY)
+def test_auth_none_public_listener_only_loopback_trusted(settings_for: SettingsFor) -> None:
+    s = settings_for(auth="none", listen=ANY)
     problems = relay_problems(s)
     assert len(problems) == 1 and "0.0.0.0:2525" in problems[0] and "trusted_networks" in problems[0]
     # the same with the LAN listed is a sane office set-up
@@ -57,13 +54,8 @@ def test_auth_none_public_listener_only_loopback_trusted(tmp_path: Path, upstrea
     assert relay_problems(lan) == []
 
 
-def test_auth_none_public_smtps_listener_only_loopback_trusted(
-    tmp_path: Path, upstream: Upstream, certs: Certs
-) -> None:
-    s = _settings(
-        tmp_path,
-        upstream,
-        certs,
+def test_auth_none_public_smtps_listener_only_loopback_trusted(settings_for: SettingsFor, certs: Certs) -> None:
+    s = settings_for(
         auth="none",
         smtps_listen=Endpoint("0.0.0.0", 465),
         tls_cert=certs.cert_file,
@@ -73,17 +65,17 @@ def test_auth_none_public_smtps_listener_only_loopback_trusted(
 
 
 @pytest.mark.parametrize("auth", ["passthrough", "local"])
-def test_password_auth_off_loopback_needs_tls(tmp_path: Path, upstream: Upstream, certs: Certs, auth: str) -> None:
-    s = _settings(tmp_path, upstream, certs, auth=auth, listen=ANY)
+def test_password_auth_off_loopback_needs_tls(settings_for: SettingsFor, certs: Certs, auth: str) -> None:
+    s = settings_for(auth=auth, listen=ANY)
     problems = relay_problems(s)
     assert len(problems) == 1 and "in clear" in problems[0] and auth in problems[0]
     with_tls = replace(s, server=replace(s.server, tls_cert=certs.cert_file, tls_key=certs.key_file))
     assert relay_problems(with_tls) == []
 
 
-def test_loopback_defaults_are_fine(tmp_path: Path, upstream: Upstream, certs: Certs) -> None:
+def test_loopback_defaults_are_fine(settings_for: SettingsFor) -> None:
     for auth in ("passthrough", "local", "none"):
-        assert relay_problems(_settings(tmp_path, upstream, certs, auth=auth)) == []
+        assert relay_problems(settings_for(auth=auth)) == []
 
 
 @pytest.mark.parametrize(
@@ -94,10 +86,8 @@ def test_loopback_defaults_are_fine(tmp_path: Path, upstream: Upstream, certs: C
         {"auth": "passthrough", "listen": LAN},
     ],
 )
-async def test_start_refuses_before_binding(
-    tmp_path: Path, upstream: Upstream, certs: Certs, server: dict[str, Any]
-) -> None:
-    s = _settings(tmp_path, upstream, certs, **server)
+async def test_start_refuses_before_binding(settings_for: SettingsFor, server: dict[str, Any]) -> None:
+    s = settings_for(**server)
     assert relay_problems(s), "must be refused before Relay.start could bind anything"
     with pytest.raises(RelayRefused) as refused:
         await Relay.start(s)

@@ -15,6 +15,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from .test_demo import demo_commands
+
 ROOT = Path(__file__).resolve().parent.parent
 SKIP = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "*_cache", ".hypothesis", "*.db*", ".demo")
 
@@ -56,13 +58,7 @@ async def test_demo_from_the_installed_wheel_outside_the_checkout(tmp_path: Path
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
-        assert proc.stdout is not None
-        printed = ""
-        while "Ctrl-C stops the demo" not in printed:
-            line = await asyncio.wait_for(proc.stdout.readline(), 60)
-            assert line, "demo exited early"
-            printed += line.decode()
-        commands = [line.strip() for line in printed.splitlines() if line.startswith("     ") and line.strip()]
+        _, commands = await demo_commands(proc, 60)
         assert commands[0].startswith(str(bin_ / "smtpguard")), commands
         sent = await asyncio.to_thread(
             subprocess.run, commands[0], shell=True, capture_output=True, text=True, cwd=elsewhere

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -33,46 +34,29 @@ def store(state_dir: Path) -> TokenStore:
     return TokenStore(state_dir)
 
 
+def _stub_account(certs: Certs, **fields: Any) -> OAuthAccount:
+    """An account whose identity provider is the local stub (trusted by the test CA, loopback allowed)."""
+    return OAuthAccount(ca_file=certs.ca_file, loopback_only=True, **fields)
+
+
 @pytest.fixture
 def ms_account(idp: StubIdP, certs: Certs) -> OAuthAccount:
-    return OAuthAccount(
-        name="alice",
-        provider="microsoft",
-        client_id="pub-client",
-        mailbox=ALICE,
-        authority=idp.authority,
-        ca_file=certs.ca_file,
-        loopback_only=True,
+    return _stub_account(
+        certs, name="alice", provider="microsoft", client_id="pub-client", mailbox=ALICE, authority=idp.authority
     )
 
 
 @pytest.fixture
 def app_account(idp: StubIdP, certs: Certs) -> OAuthAccount:
-    return OAuthAccount(
-        name="relay",
-        provider="microsoft",
-        mode="oauth-app",
-        client_id="app-client",
-        client_secret="app-secret",
-        authority=idp.authority,
-        ca_file=certs.ca_file,
-        loopback_only=True,
-    )
+    app = {"mode": "oauth-app", "client_id": "app-client", "client_secret": "app-secret"}
+    return _stub_account(certs, name="relay", provider="microsoft", authority=idp.authority, **app)
 
 
 @pytest.fixture
 def google_account(idp: StubIdP, certs: Certs) -> OAuthAccount:
-    return OAuthAccount(
-        name="alice",
-        provider="google",
-        client_id="g-client",
-        client_secret="g-not-secret",
-        mailbox=ALICE,
-        auth_url=f"{idp.base}/google/authorize",
-        token_url=f"{idp.base}/google/token",
-        ca_file=certs.ca_file,
-        loopback_only=True,
-    )
+    urls = {"auth_url": f"{idp.base}/google/authorize", "token_url": f"{idp.base}/google/token"}
+    client = {"client_id": "g-client", "client_secret": "g-not-secret"}
+    return _stub_account(certs, name="alice", provider="google", mailbox=ALICE, **client, **urls)
 
 
 @pytest.fixture

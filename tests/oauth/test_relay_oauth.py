@@ -140,6 +140,13 @@ async def login_alice(path: Path) -> str:
     return out
 
 
+async def signed_in(start: tuple[Path, Start]) -> Relay:
+    """The relay started after alice signed in (device flow)."""
+    path, go = start
+    await login_alice(path)
+    return await go()
+
+
 async def test_device_login_via_the_cli_then_relayed_with_xoauth2(
     start: tuple[Path, Start], idp: StubIdP, xoauth2_upstream: XOAuth2Upstream, tmp_path: Path
 ) -> None:
@@ -163,9 +170,7 @@ async def test_device_login_via_the_cli_then_relayed_with_xoauth2(
 async def test_app_only_relay_and_sessions_are_pooled_per_credential(
     start: tuple[Path, Start], xoauth2_upstream: XOAuth2Upstream, idp: StubIdP
 ) -> None:
-    path, go = start
-    await login_alice(path)
-    relay = await go()
+    relay = await signed_in(start)
     assert isinstance(await send(relay, "sales", SALES), aiosmtplib.SMTPResponse)
     assert xoauth2_upstream.logins == [SALES]  # the app's token, user= the bound sender
     assert "client_credentials" in idp.grants_seen
@@ -180,9 +185,7 @@ async def test_app_only_relay_and_sessions_are_pooled_per_credential(
 async def test_a_token_expired_mid_session_is_refreshed_for_the_next_message(
     start: tuple[Path, Start], xoauth2_upstream: XOAuth2Upstream, idp: StubIdP, tmp_path: Path
 ) -> None:
-    path, go = start
-    await login_alice(path)
-    relay = await go()
+    relay = await signed_in(start)
     relay.ctx.pool.size = 0  # every message opens a new upstream session
     assert isinstance(await send(relay, "alice", ALICE), aiosmtplib.SMTPResponse)
     idp.expire_access_tokens()  # the relay still believes its token has an hour left
@@ -203,9 +206,7 @@ async def test_a_token_expired_mid_session_is_refreshed_for_the_next_message(
 async def test_revoked_sign_in_gets_a_4xx_naming_the_command_and_nothing_is_sent(
     start: tuple[Path, Start], xoauth2_upstream: XOAuth2Upstream, idp: StubIdP
 ) -> None:
-    path, go = start
-    await login_alice(path)
-    relay = await go()
+    relay = await signed_in(start)
     idp.revoke_user(ALICE)
     reply = await send(relay, "alice", ALICE)
     assert isinstance(reply, aiosmtplib.SMTPResponseException)
@@ -238,9 +239,7 @@ async def test_not_signed_in_and_identity_provider_down_are_temporary(
 async def test_sender_binding_refuses_other_senders_before_the_upstream(
     start: tuple[Path, Start], xoauth2_upstream: XOAuth2Upstream, idp: StubIdP, tmp_path: Path
 ) -> None:
-    path, go = start
-    await login_alice(path)
-    relay = await go()
+    relay = await signed_in(start)
     grants, saved = list(idp.grants_seen), (tmp_path / "state" / "oauth" / "alice.tok").read_bytes()
     c = aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.endpoints[0].port, timeout=15, start_tls=False)
     await c.connect()

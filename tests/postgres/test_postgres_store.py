@@ -17,51 +17,15 @@ import asyncpg
 import pytest
 
 from smtpguard.config import Settings, StoreSettings
-from smtpguard.suppression.addresses import MatchRules, address_key, lookup_keys, parse_entry
+from smtpguard.suppression.addresses import MatchRules
 from smtpguard.suppression.ingest import import_file, in_thread
 from smtpguard.suppression.rules import change_rules
-from smtpguard.suppression.store import EntryRow, Event, SQLiteStore, StoreError, connect
+from smtpguard.suppression.store import EntryRow, SQLiteStore, StoreError, connect
 from smtpguard.suppression.store.base import RowTuple
 from smtpguard.suppression.store.postgres import PostgresStore
 from smtpguard.suppression.store.postgres_schema import MIGRATIONS
 
-RULES = MatchRules()
-NO_DOTS = MatchRules(gmail_dots=False)
-T0 = "2024-01-01T00:00:00+00:00"
-
-
-def row(
-    text: str,
-    source: str = "lemlist",
-    *,
-    reason: str = "unsubscribed",
-    added: str = T0,
-    expires: str | None = None,
-    rules: MatchRules = RULES,
-) -> EntryRow:
-    entry = parse_entry(text, rules)
-    return EntryRow(entry.key, entry.kind, entry.original, source, reason, added, expires)
-
-
-def event(n: int, action: str = "rejected", sender: str = "Sales@Corp.example") -> Event:
-    return Event(
-        time=f"2024-03-{n:02d}T10:00:00+00:00",
-        action=action,  # type: ignore[arg-type]
-        sender=sender,
-        recipient=f"r{n}@example.com",
-        entry=f"r{n}@example.com",
-        source="lemlist",
-        client="127.0.0.1",
-        user="sales",
-        message_id=f"<{n}@corp.example>",
-    )
-
-
-async def blocked_by(
-    store: PostgresStore, address: str, rules: MatchRules = RULES, today: str | None = None
-) -> str | None:
-    found = await store.match(lookup_keys(address_key(address, rules, strict=False)), today)
-    return None if found is None else found.original
+from ..store.test_contract import NO_DOTS, RULES, assert_writes_fail, blocked_by, event, row
 
 
 async def open_store(dsn: str, rules: MatchRules = RULES, **kwargs: object) -> PostgresStore:
@@ -212,12 +176,7 @@ async def test_match_on_a_broken_schema_raises_store_error(pg_store: PostgresSto
         await blocked_by(pg_store, "jane@example.com")
     assert not isinstance(info.value, asyncpg.PostgresError)
     await sql(pg_dsn, "DROP TABLE events")
-    with pytest.raises(StoreError):
-        await pg_store.add_entries([row("bob@example.com")])
-    with pytest.raises(StoreError):
-        await pg_store.remove(["jane@example.com"])
-    with pytest.raises(StoreError):
-        await pg_store.record_events([event(1)])
+    await assert_writes_fail(pg_store, added="bob@example.com")
 
 
 async def test_a_file_import_gives_the_same_counts_rejects_and_entries_as_sqlite(

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -32,6 +34,23 @@ def event(recipient: str) -> Event:
 
 async def open_relay(dsn: str | None, name: str) -> PostgresStore:
     return await PostgresStore.open(dsn, relay=name)
+
+
+@asynccontextmanager
+async def relay_a_with_jane(dsn: str) -> AsyncIterator[PostgresStore]:
+    """relay-a's store, holding jane@example.com (checked), closed on the way out."""
+    store = await open_relay(dsn, "relay-a")
+    try:
+        await store.add_entries([row("jane@example.com")])
+        assert await store.match(["jane@example.com"]) is not None
+        yield store
+    finally:
+        await store.close()
+
+
+async def finds_jane(store: PostgresStore) -> None:
+    found = await store.match(["jane@example.com"])
+    assert found is not None and found.original == "jane@example.com"
 
 
 async def test_an_entry_added_through_one_relay_is_matched_by_the_other_at_once(pg_dsn: str) -> None:
@@ -72,10 +91,7 @@ async def test_two_relays_opening_a_fresh_database_at_once(pg_dsn: str) -> None:
 
 
 async def test_an_outage_raises_store_error_quickly_and_the_store_recovers(pg_cluster: Cluster, pg_dsn: str) -> None:
-    store = await open_relay(pg_dsn, "relay-a")
-    try:
-        await store.add_entries([row("jane@example.com")])
-        assert await store.match(["jane@example.com"]) is not None
+    async with relay_a_with_jane(pg_dsn) as store:
         pg_cluster.stop()
         try:
             for _ in range(3):  # the dropped connection, then refused reconnections
@@ -87,12 +103,8 @@ async def test_an_outage_raises_store_error_quickly_and_the_store_recovers(pg_cl
                 await store.add_entries([row("bob@example.com")])
         finally:
             pg_cluster.start()
-        # back without reopening the store
-        found = await store.match(["jane@example.com"])
-        assert found is not None and found.original == "jane@example.com"
+        await finds_jane(store)  # back without reopening the store
         assert (await store.add_entries([row("bob@example.com")])).added == 1
-    finally:
-        await store.close()
 
 
 async def test_an_unreachable_server_is_named_without_the_password() -> None:
@@ -189,10 +201,7 @@ async def test_a_password_file_and_a_wrong_password(
 async def test_a_server_that_stops_answering_gives_store_error_within_the_lookup_timeout(
     pg_cluster: Cluster, pg_dsn: str
 ) -> None:
-    store = await open_relay(pg_dsn, "relay-a")
-    try:
-        await store.add_entries([row("jane@example.com")])
-        assert await store.match(["jane@example.com"]) is not None
+    async with relay_a_with_jane(pg_dsn) as store:
         pg_cluster.freeze()
         try:
             for _ in range(2):  # the hung connection, then a new one that gets no answer either
@@ -203,10 +212,7 @@ async def test_a_server_that_stops_answering_gives_store_error_within_the_lookup
                 assert time.monotonic() - start < 2.0
         finally:
             pg_cluster.thaw()
-        found = await store.match(["jane@example.com"])
-        assert found is not None and found.original == "jane@example.com"
-    finally:
-        await store.close()
+        await finds_jane(store)
 
 
 async def test_password_file_and_systemd_credential_through_the_configuration(

@@ -15,7 +15,7 @@ import pytest
 
 from smtpguard.suppression.addresses import MatchRules, address_key, lookup_keys, parse_entry
 from smtpguard.suppression.rules import change_rules
-from smtpguard.suppression.store import EntryRow, Event, MemoryStore, SQLiteStore, Store
+from smtpguard.suppression.store import EntryRow, Event, MemoryStore, SQLiteStore, Store, StoreError
 
 RULES = MatchRules()
 NO_DOTS = MatchRules(gmail_dots=False)
@@ -52,6 +52,16 @@ def event(n: int, action: str = "rejected", sender: str = "Sales@Corp.example", 
 async def blocked_by(store: Store, address: str, rules: MatchRules = RULES, today: str | None = None) -> str | None:
     found = await store.match(lookup_keys(address_key(address, rules, strict=False)), today)
     return None if found is None else found.original
+
+
+async def assert_writes_fail(store: Store, added: str = "jane@example.com") -> None:
+    """On a store whose tables are gone, every kind of write raises StoreError."""
+    with pytest.raises(StoreError):
+        await store.add_entries([row(added)])
+    with pytest.raises(StoreError):
+        await store.remove(["jane@example.com"])
+    with pytest.raises(StoreError):
+        await store.record_events([event(1)])
 
 
 @pytest.fixture(params=["sqlite", "memory", "postgres"])

@@ -8,6 +8,8 @@ import os
 import shutil
 import sqlite3
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from smtpguard.config import Settings, StoreSettings
 from smtpguard.suppression import verdict
 from smtpguard.suppression.addresses import MatchRules
 from smtpguard.suppression.rules import change_rules
-from smtpguard.suppression.store import Store, StoreError, connect, open_store
+from smtpguard.suppression.store import SQLiteStore, Store, StoreError, connect, open_store
 
 from .test_contract import row
 
@@ -35,6 +37,16 @@ def keys(db: Path) -> list[str]:
 
 async def blocked(store: Store, path: str) -> bool:
     return await verdict.check_recipient(store, path) is not None
+
+
+@asynccontextmanager
+async def opened(db: Path, rules: MatchRules, *, create: bool = True) -> AsyncIterator[SQLiteStore]:
+    """The list at `db` (open_store), closed on the way out."""
+    store = await open_store(db, rules, create=create)
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 # --- matching rules belong to the list ------------------------------------------------
@@ -71,15 +83,11 @@ async def test_a_command_with_other_rules_leaves_the_relays_list_alone(
 
 async def test_a_rules_change_by_another_process_is_seen_at_the_next_lookup(tmp_path: Path) -> None:
     db = tmp_path / "list.db"
-    relay = await open_store(db, NO_DOTS)
-    try:
+    async with opened(db, NO_DOTS) as relay:
         await relay.add_entries([row("j.ohn@gmail.com", rules=NO_DOTS)])
         assert not await blocked(relay, "<john@gmail.com>")
-        other = await open_store(db, NO_DOTS, create=False)
-        try:
+        async with opened(db, NO_DOTS, create=False) as other:
             assert await change_rules(other, RULES) == 1
-        finally:
-            await other.close()
         # seen within a second (the relay checks at most once a second)
         deadline = time.monotonic() + 2
         while await relay.rules() != RULES and time.monotonic() < deadline:
@@ -87,8 +95,6 @@ async def test_a_rules_change_by_another_process_is_seen_at_the_next_lookup(tmp_
         assert await relay.rules() == RULES
         assert await blocked(relay, "<john@gmail.com>")
         assert await blocked(relay, "<J.O.H.N@gmail.com>")
-    finally:
-        await relay.close()
 
 
 # --- a list replaced or removed on disk ------------------------------------------------
@@ -115,8 +121,7 @@ async def test_a_list_moved_over_the_open_one_is_read(tmp_path: Path) -> None:
 
 async def test_a_removed_list_fails_closed_until_it_is_back(tmp_path: Path) -> None:
     db = tmp_path / "list.db"
-    store = await open_store(db, RULES)
-    try:
+    async with opened(db, RULES) as store:
         await store.add_entries([row("jane@example.com")])
         assert await blocked(store, "<jane@example.com>")
         shutil.move(db, tmp_path / "elsewhere.db")
@@ -127,8 +132,6 @@ async def test_a_removed_list_fails_closed_until_it_is_back(tmp_path: Path) -> N
         assert not db.exists()  # not silently re-created empty
         shutil.move(tmp_path / "elsewhere.db", db)
         assert await blocked(store, "<jane@example.com>")
-    finally:
-        await store.close()
 
 
 # --- a missing list is not created by the relay -----------------------------------------
@@ -159,8 +162,7 @@ async def test_a_lookup_behind_a_lock_held_from_outside_fails_closed_within_mill
     import sys
 
     db = tmp_path / "list.db"
-    store = await open_store(db, RULES)
-    try:
+    async with opened(db, RULES) as store:
         await store.add_entries([row("jane@example.com")])
         assert await blocked(store, "<jane@example.com>")
         code = (
@@ -181,8 +183,6 @@ async def test_a_lookup_behind_a_lock_held_from_outside_fails_closed_within_mill
         finally:
             holder.kill()
             holder.wait()
-    finally:
-        await store.close()
 
 
 async def test_imports_and_lookups_key_the_lists_way_whatever_the_configuration(tmp_path: Path) -> None:

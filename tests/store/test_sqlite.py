@@ -16,7 +16,7 @@ import pytest
 from smtpguard.suppression.store import SQLiteStore, StoreError, open_store
 from smtpguard.suppression.store.schema import MIGRATIONS
 
-from .test_contract import RULES, T0, blocked_by, event, row
+from .test_contract import RULES, T0, assert_writes_fail, blocked_by, row
 
 
 @pytest.fixture
@@ -206,9 +206,4 @@ async def test_writes_on_a_broken_store_raise_store_error(store: SQLiteStore, db
     with sqlite3.connect(db) as conn:
         conn.execute("DROP TABLE entries")
         conn.execute("DROP TABLE events")
-    with pytest.raises(StoreError):
-        await store.add_entries([row("jane@example.com")])
-    with pytest.raises(StoreError):
-        await store.remove(["jane@example.com"])
-    with pytest.raises(StoreError):
-        await store.record_events([event(1)])
+    await assert_writes_fail(store)
