@@ -307,31 +307,10 @@ class BenchPostfix(PrivatePostfix):
 
     def main_cf(self) -> str:
         lines = [
-            "compatibility_level = 3.6",
-            f"queue_directory = {self.queue}",
-            f"data_directory = {self.data}",
-            "mail_owner = postfix",
-            "setgid_group = postdrop",
-            "myhostname = postfix.bench.test",
-            "mydomain = bench.test",
-            "myorigin = bench.test",
-            "inet_interfaces = loopback-only",
-            "inet_protocols = ipv4",
-            "mynetworks = 127.0.0.0/8",
-            "smtpd_peername_lookup = no",
-            "mydestination =",
-            "local_recipient_maps =",
-            "local_transport = error:local delivery is disabled",
-            "alias_maps =",
-            "alias_database =",
-            f"relayhost = [{LOOPBACK}]:{self.sink_port}",
-            "smtp_dns_support_level = disabled",
-            "smtp_tls_security_level = none",
+            *self.base_cf(hostname="postfix.bench.test", domain="bench.test", relay_port=self.sink_port),
             f"smtpd_recipient_restrictions = check_recipient_access hash:{self.table}, permit_mynetworks, reject",
             # Before-queue: each accepted message goes to the sink during the client's session.
             f"smtpd_proxy_filter = {LOOPBACK}:{self.sink_port}",
-            f"maillog_file = {self.maillog}",
-            f"maillog_file_prefixes = {self.root}",
         ]
         return "\n".join(lines) + "\n"
 
