@@ -34,6 +34,7 @@ from smtpguard.runtime.server import Relay
 from smtpguard.smtp.gateway import LOOP_HEADER, verify_loop_value
 
 from ..conftest import add_entries
+from ..smtp_fixtures import StartedRelays
 from .gateway_bed import GATEWAY_NAME, ORG_NAME, BedMark, GatewayBed, bed_mark, gateway_bed, make_gateway_bed
 from .mailpostfix import flat
 from .mta import LOOPBACK, free_port, swaks
@@ -91,7 +92,7 @@ def gateway_settings(bed: GatewayBed, tmp_path: Path, **gateway: Any) -> Setting
 @pytest.fixture
 async def start_gateway(gateway_bed: GatewayBed, tmp_path: Path) -> AsyncIterator[GatewayFactory]:
     """`await start_gateway(policy=..., **gateway_keys)`: smtpguard on the bed's gateway port."""
-    started: list[Relay] = []
+    relays = StartedRelays()
 
     async def start(policy: PolicySettings | None = None, **gateway: Any) -> Relay:
         settings = gateway_settings(gateway_bed, tmp_path, **gateway)
@@ -99,13 +100,10 @@ async def start_gateway(gateway_bed: GatewayBed, tmp_path: Path) -> AsyncIterato
             settings = replace(settings, policy=policy)
         if not settings.store.path.exists():
             await add_entries(settings.store.path, *BLOCKED)
-        relay = await Relay.start(settings)
-        started.append(relay)
-        return relay
+        return await relays.start(settings)
 
     yield start
-    for relay in started:
-        await relay.stop(deadline=2)
+    await relays.stop_all()
 
 
 async def submit(bed: GatewayBed, to: str, *extra: str) -> str:
