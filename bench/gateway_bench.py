@@ -32,18 +32,14 @@ from pathlib import Path
 from relay_bench import (  # bench/ is on sys.path when this file is run; it puts the project root there too
     BenchPostfix,
     Sink,
-    Target,
     _interrupt,
-    build_sqlite_list,
     missing_tools,
     parse_args,
-    postfix_skip_reason,
     report,
     run_all,
-    start_postfix,
+    start_baselines,
     start_smtpguard,
     stop_all,
-    zero_cpu,
 )
 
 from tests.interop.mta import LOOPBACK, free_port
@@ -77,7 +73,6 @@ def main() -> int:
     signal.signal(signal.SIGINT, _interrupt)
     if missing_tools():
         return 2
-    postfix_skip = postfix_skip_reason(args)
     cache = (args.dir or Path(tempfile.mkdtemp(prefix="smtpguard-gateway-bench-"))).resolve()
     cache.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="sggb-", dir="/tmp"))
@@ -87,17 +82,7 @@ def main() -> int:
     relay: subprocess.Popen[bytes] | None = None
     ok = False
     try:
-        sg_list = cache / f"smtpguard-list-{args.entries}.db"
-        build_sqlite_list(sg_list, args.entries)
-        sink.start()
-        targets = [Target("direct", sink.port, zero_cpu, filtered=False)]
-        if postfix_skip is None:
-            postfix, target = start_postfix(work, cache, sink, args.entries)
-            targets.append(target)
-        else:
-            print(f"Postfix baseline skipped: {postfix_skip}", flush=True)
-        db = work / "smtpguard.db"
-        shutil.copyfile(sg_list, db)
+        postfix, targets, db = start_baselines(args, cache, work, sink)
         cfg, gateway_port = work / "smtpguard.toml", free_port()
         write_gateway_config(cfg, free_port(), gateway_port, sink.port, db, work / "loop.secret")
         relay, target = start_smtpguard(cfg, gateway_port, work)

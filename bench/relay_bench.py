@@ -607,6 +607,27 @@ def postfix_skip_reason(args: argparse.Namespace) -> str | None:
     return None
 
 
+def start_baselines(
+    args: argparse.Namespace, cache: Path, work: Path, sink: Sink
+) -> tuple[BenchPostfix | None, list[Target], Path]:
+    """Build (or reuse) the N-entry list and start the sink and, where it can run, the Postfix baseline.
+
+    Returns the Postfix started (or None), the targets so far, and smtpguard's own copy of the list.
+    """
+    sg_list = cache / f"smtpguard-list-{args.entries}.db"
+    build_sqlite_list(sg_list, args.entries)
+    db = work / "smtpguard.db"
+    shutil.copyfile(sg_list, db)  # the audit log grows in the copy, not in the cache
+    sink.start()
+    targets = [Target("direct", sink.port, zero_cpu, filtered=False)]
+    skip = postfix_skip_reason(args)
+    if skip is not None:
+        print(f"Postfix baseline skipped: {skip}", flush=True)
+        return None, targets, db
+    postfix, target = start_postfix(work, cache, sink, args.entries)
+    return postfix, [*targets, target], db
+
+
 def stop_all(
     relay: subprocess.Popen[bytes] | None, postfix: BenchPostfix | None, sink: Sink, work: Path, ok: bool
 ) -> None:
@@ -630,7 +651,6 @@ def main() -> int:
 
     if missing_tools():
         return 2
-    postfix_skip = postfix_skip_reason(args)
 
     cache = args.dir or Path(tempfile.mkdtemp(prefix="smtpguard-relay-bench-"))
     cache.mkdir(parents=True, exist_ok=True)
@@ -644,19 +664,7 @@ def main() -> int:
     relay: subprocess.Popen[bytes] | None = None
     failed = False
     try:
-        sg_list = cache / f"smtpguard-list-{args.entries}.db"
-        build_sqlite_list(sg_list, args.entries)
-        sink.start()
-        targets = [Target("direct", sink.port, zero_cpu, filtered=False)]
-
-        if postfix_skip is None:
-            postfix, target = start_postfix(work, cache, sink, args.entries)
-            targets.append(target)
-        else:
-            print(f"Postfix baseline skipped: {postfix_skip}", flush=True)
-
-        db = work / "smtpguard.db"
-        shutil.copyfile(sg_list, db)  # the audit log grows in the copy, not in the cache
+        postfix, targets, db = start_baselines(args, cache, work, sink)
         cfg = work / "smtpguard.toml"
         port = free_port()
         write_config(cfg, port, sink.port, db)
