@@ -37,6 +37,7 @@ from relay_bench import (  # bench/ is on sys.path when this file is run; it put
     parse_args,
     report,
     run_all,
+    sink_and_list_config,
     start_baselines,
     start_smtpguard,
     stop_all,
@@ -55,14 +56,7 @@ def write_gateway_config(path: Path, port: int, gateway_port: int, sink_port: in
         f'listen = "{LOOPBACK}:{gateway_port}"\n'
         'networks = ["127.0.0.0/8"]\n'
         f'loop_secret_file = "{secret}"\n'
-        "\n[gateway.next_hop]\n"
-        f'host = "{LOOPBACK}"\n'
-        f"port = {sink_port}\n"
-        'security = "none"\n'
-        "\n[policy]\n"
-        'mode = "reject"\n'
-        "\n[store]\n"
-        f'path = "{db}"\n'
+        "\n[gateway.next_hop]\n" + sink_and_list_config(sink_port, db)
     )
 
 

@@ -426,13 +426,9 @@ def measure(args: argparse.Namespace, target: Target, sink: Sink, messages: int,
     return Run(seconds, got, server_cpu, sink_cpu, client_cpu, problems)
 
 
-def write_config(path: Path, port: int, sink_port: int, db: Path) -> None:
-    path.write_text(
-        "[server]\n"
-        f'listen = "{LOOPBACK}:{port}"\n'
-        'auth = "none"\n'
-        'trusted_networks = ["127.0.0.0/8"]\n'
-        "\n[upstream]\n"
+def sink_and_list_config(sink_port: int, db: Path) -> str:
+    """The config's tail both benches share: the next hop's keys (the sink, no TLS), reject mode, the list."""
+    return (
         f'host = "{LOOPBACK}"\n'
         f"port = {sink_port}\n"
         'security = "none"\n'
@@ -440,6 +436,16 @@ def write_config(path: Path, port: int, sink_port: int, db: Path) -> None:
         'mode = "reject"\n'
         "\n[store]\n"
         f'path = "{db}"\n'
+    )
+
+
+def write_config(path: Path, port: int, sink_port: int, db: Path) -> None:
+    path.write_text(
+        "[server]\n"
+        f'listen = "{LOOPBACK}:{port}"\n'
+        'auth = "none"\n'
+        'trusted_networks = ["127.0.0.0/8"]\n'
+        "\n[upstream]\n" + sink_and_list_config(sink_port, db)
     )
 
 
