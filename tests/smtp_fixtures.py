@@ -189,7 +189,7 @@ def with_sections(s: Settings, **sections: dict[str, Any]) -> Settings:
     return s
 
 
-def settings_for(store: Path, upstream: UpstreamSettings, **sections: dict[str, Any]) -> Settings:
+def settings_for(store: Path, upstream: UpstreamSettings, /, **sections: dict[str, Any]) -> Settings:
     """Settings for a relay on 127.0.0.1:<free port> in front of `upstream`; `sections` replace fields."""
     server = ServerSettings(listen=Endpoint("127.0.0.1", 0), hostname="relay.test", timeout=30)
     s = Settings(
