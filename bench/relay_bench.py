@@ -307,31 +307,10 @@ class BenchPostfix(PrivatePostfix):
 
     def main_cf(self) -> str:
         lines = [
-            "compatibility_level = 3.6",
-            f"queue_directory = {self.queue}",
-            f"data_directory = {self.data}",
-            "mail_owner = postfix",
-            "setgid_group = postdrop",
-            "myhostname = postfix.bench.test",
-            "mydomain = bench.test",
-            "myorigin = bench.test",
-            "inet_interfaces = loopback-only",
-            "inet_protocols = ipv4",
-            "mynetworks = 127.0.0.0/8",
-            "smtpd_peername_lookup = no",
-            "mydestination =",
-            "local_recipient_maps =",
-            "local_transport = error:local delivery is disabled",
-            "alias_maps =",
-            "alias_database =",
-            f"relayhost = [{LOOPBACK}]:{self.sink_port}",
-            "smtp_dns_support_level = disabled",
-            "smtp_tls_security_level = none",
+            *self.base_cf(hostname="postfix.bench.test", domain="bench.test", relay_port=self.sink_port),
             f"smtpd_recipient_restrictions = check_recipient_access hash:{self.table}, permit_mynetworks, reject",
             # Before-queue: each accepted message goes to the sink during the client's session.
             f"smtpd_proxy_filter = {LOOPBACK}:{self.sink_port}",
-            f"maillog_file = {self.maillog}",
-            f"maillog_file_prefixes = {self.root}",
         ]
         return "\n".join(lines) + "\n"
 
@@ -447,13 +426,9 @@ def measure(args: argparse.Namespace, target: Target, sink: Sink, messages: int,
     return Run(seconds, got, server_cpu, sink_cpu, client_cpu, problems)
 
 
-def write_config(path: Path, port: int, sink_port: int, db: Path) -> None:
-    path.write_text(
-        "[server]\n"
-        f'listen = "{LOOPBACK}:{port}"\n'
-        'auth = "none"\n'
-        'trusted_networks = ["127.0.0.0/8"]\n'
-        "\n[upstream]\n"
+def sink_and_list_config(sink_port: int, db: Path) -> str:
+    """The config's tail both benches share: the next hop's keys (the sink, no TLS), reject mode, the list."""
+    return (
         f'host = "{LOOPBACK}"\n'
         f"port = {sink_port}\n"
         'security = "none"\n'
@@ -461,6 +436,16 @@ def write_config(path: Path, port: int, sink_port: int, db: Path) -> None:
         'mode = "reject"\n'
         "\n[store]\n"
         f'path = "{db}"\n'
+    )
+
+
+def write_config(path: Path, port: int, sink_port: int, db: Path) -> None:
+    path.write_text(
+        "[server]\n"
+        f'listen = "{LOOPBACK}:{port}"\n'
+        'auth = "none"\n'
+        'trusted_networks = ["127.0.0.0/8"]\n'
+        "\n[upstream]\n" + sink_and_list_config(sink_port, db)
     )
 
 
@@ -545,8 +530,9 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # unwind through the finally blocks, which stop everything started
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(description: str | None) -> argparse.Namespace:
+    """The options relay_bench and gateway_bench share."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--recipients", type=int, default=5, help="recipients per message")
     ap.add_argument("--sessions", type=int, default=10, help="parallel SMTP sessions of smtp-source")
@@ -555,21 +541,122 @@ def main() -> int:
     ap.add_argument("--dir", type=Path, help="keep the built lists here (default: a temporary directory)")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each target; the best msg/s counts")
     ap.add_argument("--no-postfix", action="store_true", help="skip the Postfix baseline")
-    args = ap.parse_args()
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored (`cmd &`)
+    return ap.parse_args()
 
+
+def start_postfix(work: Path, cache: Path, sink: Sink, entries: int) -> tuple[BenchPostfix, Target]:
+    """The private before-queue Postfix over an N-entry access table, launched; its target."""
+    postfix = BenchPostfix(work / "postfix", sink.port, cache / f"postfix-access-{entries}")
+    postfix.root.mkdir()
+    postfix.root.chmod(0o755)
+    postfix.prepare()
+    build_postfix_table(postfix.table, entries, postfix.etc)
+    postfix.launch()
+
+    def postfix_cpu() -> float:
+        pid = postfix.master_pid()
+        return tree_cpu(pid) if pid else 0.0
+
+    return postfix, Target("postfix", postfix.port, postfix_cpu, filtered=True)
+
+
+def start_smtpguard(cfg: Path, port: int, work: Path) -> tuple[subprocess.Popen[bytes], Target]:
+    """`smtpguard serve --config cfg`, logging to work/smtpguard.log, once it listens on port; its target."""
+    with (work / "smtpguard.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [*smtpguard_command(), "serve", "--config", str(cfg)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    wait_port(port, lambda: proc.poll() is None, "smtpguard serve")
+    return proc, Target("smtpguard", port, lambda: process_cpu(proc.pid), filtered=True)
+
+
+def run_all(
+    args: argparse.Namespace, targets: list[Target], sink: Sink, work: Path
+) -> tuple[dict[str, list[Run]], bool]:
+    """Warm up, then --repeat alternating runs; the runs, and True when every check held."""
+    ok = True
+    # Warm-up: page cache, Postfix's smtpd processes, Python's lazy imports.
+    for t in targets:
+        r = measure(args, t, sink, min(200, args.messages), work)
+        print(f"warm-up {t.name}: {r.rate:,.0f} msg/s", flush=True)
+    runs: dict[str, list[Run]] = {t.name: [] for t in targets}
+    for i in range(args.repeat):
+        for t in targets:  # alternate, so that a busy moment hits every target
+            r = measure(args, t, sink, args.messages, work)
+            runs[t.name].append(r)
+            print(f"run {i + 1}/{args.repeat} {t.name}: {r.rate:,.0f} msg/s", flush=True)
+            for p in r.problems:
+                ok = False
+                print(f"FAIL {t.name}: {p}", flush=True)
+    return runs, ok
+
+
+def missing_tools() -> bool:
+    """True (after saying what to install) when smtp-source or smtp-sink is missing."""
     missing = [t for t in ("smtp-source", "smtp-sink") if which(t) is None]
     if missing:
         print(f"needs {', '.join(missing)}: run `bash scripts/install-interop.sh`", file=sys.stderr)
-        return 2
-    postfix_skip = None
+    return bool(missing)
+
+
+def postfix_skip_reason(args: argparse.Namespace) -> str | None:
+    """Why the Postfix baseline cannot run here, or None when it can."""
     if args.no_postfix:
-        postfix_skip = "--no-postfix"
-    elif os.geteuid() != 0:
-        postfix_skip = "a private Postfix must be started as root"
-    elif which("postfix") is None or which("postmap") is None:
-        postfix_skip = "postfix/postmap not installed (bash scripts/install-interop.sh)"
+        return "--no-postfix"
+    if os.geteuid() != 0:
+        return "a private Postfix must be started as root"
+    if which("postfix") is None or which("postmap") is None:
+        return "postfix/postmap not installed (bash scripts/install-interop.sh)"
+    return None
+
+
+def start_baselines(
+    args: argparse.Namespace, cache: Path, work: Path, sink: Sink
+) -> tuple[BenchPostfix | None, list[Target], Path]:
+    """Build (or reuse) the N-entry list and start the sink and, where it can run, the Postfix baseline.
+
+    Returns the Postfix started (or None), the targets so far, and smtpguard's own copy of the list.
+    """
+    sg_list = cache / f"smtpguard-list-{args.entries}.db"
+    build_sqlite_list(sg_list, args.entries)
+    db = work / "smtpguard.db"
+    shutil.copyfile(sg_list, db)  # the audit log grows in the copy, not in the cache
+    sink.start()
+    targets = [Target("direct", sink.port, zero_cpu, filtered=False)]
+    skip = postfix_skip_reason(args)
+    if skip is not None:
+        print(f"Postfix baseline skipped: {skip}", flush=True)
+        return None, targets, db
+    postfix, target = start_postfix(work, cache, sink, args.entries)
+    return postfix, [*targets, target], db
+
+
+def stop_all(
+    relay: subprocess.Popen[bytes] | None, postfix: BenchPostfix | None, sink: Sink, work: Path, ok: bool
+) -> None:
+    """Stop whatever was started; keep the work folder (the logs) only when something failed."""
+    if relay is not None:
+        stop_process(relay)
+    if postfix is not None:
+        with contextlib.suppress(Exception):
+            postfix.stop()
+    sink.stop()
+    if ok:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"logs kept in {work}", file=sys.stderr)
+
+
+def main() -> int:
+    args = parse_args(__doc__)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored (`cmd &`)
+
+    if missing_tools():
+        return 2
 
     cache = args.dir or Path(tempfile.mkdtemp(prefix="smtpguard-relay-bench-"))
     cache.mkdir(parents=True, exist_ok=True)
@@ -583,58 +670,14 @@ def main() -> int:
     relay: subprocess.Popen[bytes] | None = None
     failed = False
     try:
-        sg_list = cache / f"smtpguard-list-{args.entries}.db"
-        build_sqlite_list(sg_list, args.entries)
-        sink.start()
-        targets = [Target("direct", sink.port, zero_cpu, filtered=False)]
-
-        if postfix_skip is None:
-            postfix = BenchPostfix(work / "postfix", sink.port, cache / f"postfix-access-{args.entries}")
-            postfix.root.mkdir()
-            postfix.root.chmod(0o755)
-            postfix.prepare()
-            build_postfix_table(postfix.table, args.entries, postfix.etc)
-            postfix.launch()
-            pf = postfix
-
-            def postfix_cpu() -> float:
-                pid = pf.master_pid()
-                return tree_cpu(pid) if pid else 0.0
-
-            targets.append(Target("postfix", postfix.port, postfix_cpu, filtered=True))
-        else:
-            print(f"Postfix baseline skipped: {postfix_skip}", flush=True)
-
-        db = work / "smtpguard.db"
-        shutil.copyfile(sg_list, db)  # the audit log grows in the copy, not in the cache
+        postfix, targets, db = start_baselines(args, cache, work, sink)
         cfg = work / "smtpguard.toml"
         port = free_port()
         write_config(cfg, port, sink.port, db)
-        with (work / "smtpguard.log").open("ab") as log:
-            relay = subprocess.Popen(
-                [*smtpguard_command(), "serve", "--config", str(cfg)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        proc = relay
-        wait_port(port, lambda: proc.poll() is None, "smtpguard serve")
-        targets.append(Target("smtpguard", port, lambda: process_cpu(proc.pid), filtered=True))
-
-        # Warm-up: page cache, Postfix's smtpd processes, Python's lazy imports.
-        warm = min(200, args.messages)
-        for t in targets:
-            r = measure(args, t, sink, warm, work)
-            print(f"warm-up {t.name}: {r.rate:,.0f} msg/s", flush=True)
-        runs: dict[str, list[Run]] = {t.name: [] for t in targets}
-        for i in range(args.repeat):
-            for t in targets:  # alternate, so that a busy moment hits every target
-                r = measure(args, t, sink, args.messages, work)
-                runs[t.name].append(r)
-                print(f"run {i + 1}/{args.repeat} {t.name}: {r.rate:,.0f} msg/s", flush=True)
-                for p in r.problems:
-                    failed = True
-                    print(f"FAIL {t.name}: {p}", flush=True)
+        relay, target = start_smtpguard(cfg, port, work)
+        targets.append(target)
+        runs, ok = run_all(args, targets, sink, work)
+        failed = not ok
         if relay.poll() is not None:
             failed = True
             print(f"FAIL smtpguard exited {relay.returncode} during the run (see {work}/smtpguard.log)")
@@ -642,16 +685,7 @@ def main() -> int:
         if not failed:
             print("correctness: no suppressed recipient reached the sink; every other recipient did")
     finally:
-        if relay is not None:
-            stop_process(relay)
-        if postfix is not None:
-            with contextlib.suppress(Exception):
-                postfix.stop()
-        sink.stop()
-        if failed:
-            print(f"logs kept in {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        stop_all(relay, postfix, sink, work, ok=not failed)
         shutil.rmtree(sink.folder, ignore_errors=True)
         if args.dir is None:
             shutil.rmtree(cache, ignore_errors=True)

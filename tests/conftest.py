@@ -10,7 +10,7 @@ from smtpguard.runtime.server import Relay
 from smtpguard.suppression.addresses import MatchRules, parse_entry
 from smtpguard.suppression.store import EntryRow, open_store
 
-from .smtp_fixtures import Certs, Upstream, relay_settings, start_upstream
+from .smtp_fixtures import Certs, StartedRelays, Upstream, relay_settings, start_upstream
 
 
 @pytest.fixture(scope="session")
@@ -46,15 +46,12 @@ RelayFactory = Callable[..., Awaitable[Relay]]
 @pytest.fixture
 async def make_relay(tmp_path: Path, upstream: Upstream, certs: Certs) -> AsyncIterator[RelayFactory]:
     """Start a relay in front of the fixture upstream; `make_relay(policy={"mode": "strip"})`."""
-    started: list[Relay] = []
+    relays = StartedRelays()
 
     async def make(blocked: tuple[str, ...] = ("jane.doe@example.com", "@blocked.example"), **sections: Any) -> Relay:
         settings = relay_settings(tmp_path, upstream, certs, **sections)
         await add_entries(settings.store.path, *blocked)
-        relay = await Relay.start(settings)
-        started.append(relay)
-        return relay
+        return await relays.start(settings)
 
     yield make
-    for r in started:
-        await r.stop(deadline=2)
+    await relays.stop_all()

@@ -157,45 +157,74 @@ class _CountingSMTP(SMTP):
         super().connection_lost(exc)
 
 
-async def start_upstream(up: Upstream, certs: Certs, security: str = "starttls") -> Upstream:
+async def serve_smtp(
+    handler: Any, *, smtp_class: type[SMTP] = SMTP, ssl: ssl.SSLContext | None = None, **options: Any
+) -> tuple[asyncio.Server, int]:
+    """aiosmtpd on 127.0.0.1:<free port>, a `smtp_class(handler, **options)` per connection; the server, its port."""
     loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: smtp_class(handler, loop=loop, **options), "127.0.0.1", 0, ssl=ssl)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def start_upstream(up: Upstream, certs: Certs, security: str = "starttls") -> Upstream:
     tls = certs.server_context()
-
-    def factory() -> SMTP:
-        return _CountingSMTP(
-            up,
-            loop=loop,
-            hostname="upstream.test",
-            enable_SMTPUTF8=True,
-            authenticator=up.authenticate,
-            auth_require_tls=security != "tls",
-            tls_context=tls if security == "starttls" else None,
-            require_starttls=security == "starttls",
-        )
-
-    up.server = await loop.create_server(factory, "127.0.0.1", 0, ssl=tls if security == "tls" else None)
-    up.port = up.server.sockets[0].getsockname()[1]
+    up.server, up.port = await serve_smtp(
+        up,
+        smtp_class=_CountingSMTP,
+        ssl=tls if security == "tls" else None,
+        hostname="upstream.test",
+        enable_SMTPUTF8=True,
+        authenticator=up.authenticate,
+        auth_require_tls=security != "tls",
+        tls_context=tls if security == "starttls" else None,
+        require_starttls=security == "starttls",
+    )
     return up
 
 
-def relay_settings(tmp: Path, up: Upstream, certs: Certs, **sections: dict[str, Any]) -> Settings:
-    """Settings for a relay on 127.0.0.1:<free port> in front of `up`."""
-    server = ServerSettings(listen=Endpoint("127.0.0.1", 0), hostname="relay.test", timeout=30)
-    upstream = UpstreamSettings(host="localhost", port=up.port, security="starttls", ca_file=certs.ca_file, timeout=10)
-    s = Settings(
-        server=server,
-        upstream=upstream,
-        policy=PolicySettings(),
-        store=StoreSettings(tmp / "list.db"),
-        matching=MatchRules(),
-    )
+def with_sections(s: Settings, **sections: dict[str, Any]) -> Settings:
+    """`s` with fields of its sections replaced: `with_sections(s, policy={"mode": "strip"})`."""
     for name, values in sections.items():
         s = replace(s, **{name: replace(getattr(s, name), **values)})
     return s
 
 
+def settings_for(store: Path, upstream: UpstreamSettings, /, **sections: dict[str, Any]) -> Settings:
+    """Settings for a relay on 127.0.0.1:<free port> in front of `upstream`; `sections` replace fields."""
+    server = ServerSettings(listen=Endpoint("127.0.0.1", 0), hostname="relay.test", timeout=30)
+    s = Settings(
+        server=server, upstream=upstream, policy=PolicySettings(), store=StoreSettings(store), matching=MatchRules()
+    )
+    return with_sections(s, **sections)
+
+
+def relay_settings(tmp: Path, up: Upstream, certs: Certs, **sections: dict[str, Any]) -> Settings:
+    """Settings for a relay on 127.0.0.1:<free port> in front of `up`."""
+    upstream = UpstreamSettings(host="localhost", port=up.port, security="starttls", ca_file=certs.ca_file, timeout=10)
+    return settings_for(tmp / "list.db", upstream, **sections)
+
+
 async def start_relay(settings: Settings) -> Relay:
     return await Relay.start(settings)
+
+
+class StartedRelays:
+    """The relays a fixture started, stopped together when its test ends."""
+
+    def __init__(self) -> None:
+        self.relays: list[Relay] = []
+
+    def __len__(self) -> int:
+        return len(self.relays)
+
+    async def start(self, settings: Settings) -> Relay:
+        relay = await Relay.start(settings)
+        self.relays.append(relay)
+        return relay
+
+    async def stop_all(self) -> None:
+        for relay in self.relays:
+            await relay.stop(deadline=2)
 
 
 async def raw_command(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: bytes) -> bytes:

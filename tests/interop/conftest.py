@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from smtpguard.config import (
-    Endpoint,
-    PolicySettings,
-    ServerSettings,
-    Settings,
-    StoreSettings,
     UpstreamSettings,
 )
 from smtpguard.passwords import hash_password
 from smtpguard.runtime.server import Relay
-from smtpguard.suppression.addresses import MatchRules
 from smtpguard.suppression.store import open_store
 
 from ..conftest import add_entries
-from ..smtp_fixtures import Certs
+from ..smtp_fixtures import Certs, StartedRelays, settings_for, with_sections
 from .mta import Mark, PrivatePostfix, missing_tools
 
 # Postfix's own verdicts (its check_recipient_access table and header_checks),
@@ -82,22 +75,14 @@ async def make_relay(tmp_path: Path, postfix: PrivatePostfix, certs: Certs) -> A
     Listens on 127.0.0.1:<free port>, auth "none" (trusted loopback) unless told,
     upstream = the private Postfix without TLS unless told; the list holds BLOCKED.
     """
-    started: list[Relay] = []
+    relays = StartedRelays()
+    upstream = UpstreamSettings(host="127.0.0.1", port=postfix.port, security="none", ca_file=certs.ca_file, timeout=10)
 
     async def make(
         blocked: tuple[str, ...] = BLOCKED, users: dict[str, str] | None = None, **sections: dict[str, Any]
     ) -> Relay:
-        settings = Settings(
-            server=ServerSettings(listen=Endpoint("127.0.0.1", 0), auth="none", hostname="relay.test", timeout=30),
-            upstream=UpstreamSettings(
-                host="127.0.0.1", port=postfix.port, security="none", ca_file=certs.ca_file, timeout=10
-            ),
-            policy=PolicySettings(),
-            store=StoreSettings(tmp_path / f"list{len(started)}.db"),
-            matching=MatchRules(),
-        )
-        for name, values in sections.items():
-            settings = replace(settings, **{name: replace(getattr(settings, name), **values)})
+        base = settings_for(tmp_path / f"list{len(relays)}.db", upstream, server={"auth": "none"})
+        settings = with_sections(base, **sections)
         await add_entries(settings.store.path, *blocked)
         if users:
             store = await open_store(settings.store.path, settings.matching)
@@ -106,10 +91,7 @@ async def make_relay(tmp_path: Path, postfix: PrivatePostfix, certs: Certs) -> A
                     await store.set_user(name, hash_password(password))
             finally:
                 await store.close()
-        relay = await Relay.start(settings)
-        started.append(relay)
-        return relay
+        return await relays.start(settings)
 
     yield make
-    for r in started:
-        await r.stop(deadline=2)
+    await relays.stop_all()

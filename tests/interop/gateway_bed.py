@@ -26,6 +26,8 @@ per module; importing the fixtures in conftest.py instead would share one.
 
 from __future__ import annotations
 
+import itertools
+import os
 import shutil
 import ssl
 import tempfile
@@ -47,7 +49,20 @@ GATEWAY_NAME = "smtpguard.corp.example"  # the gateway's certificate subject (an
 ORG_NAME = "mail.corp.example"  # the organisation's server, as a TLS client of the gateway
 STRANGER_NAME = "intruder.example"  # same CA, never trusted by name or fingerprint
 
+# The mail the tests send through the bed: bounces for SENDER land in ORG's maildir.
+SENDER = f"sales@{ORG_DOMAIN}"
+ALLOWED = "bob@ok.example"
+SUPPRESSED = "jane.doe@example.com"
+_tokens = itertools.count(1)
+
 ClientCertMode = Literal["none", "ask", "require", "pinned"]
+
+
+def bed_message(prefix: str, text: str, *extra_headers: str) -> tuple[str, list[str]]:
+    """A unique subject (`prefix-PID-N`) and the swaks options for a message carrying it."""
+    token = f"{prefix}-{os.getpid()}-{next(_tokens)}"
+    headers = [a for h in extra_headers for a in ("--add-header", h)]
+    return token, ["--header", f"Subject: {token}", *headers, "--body", f"{text}\n{token}\n"]
 
 
 # -- certificates -----------------------------------------------------------------------

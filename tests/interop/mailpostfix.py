@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -313,14 +312,7 @@ class MailPostfix(PrivatePostfix):
 
     def queued(self) -> list[QueuedMessage]:
         """The queue as `postqueue -j` lists it ([] when empty)."""
-        r = subprocess.run(
-            [POSTQUEUE, "-c", str(self.etc), "-j"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        r = self.postqueue("-j")
         if r.returncode != 0:
             raise AssertionError(f"postqueue -j exited {r.returncode}: {r.stderr}\n{self.diagnostics()}")
         return [_queued(json.loads(line)) for line in r.stdout.splitlines() if line.strip()]

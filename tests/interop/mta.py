@@ -202,17 +202,17 @@ class PrivatePostfix:
         root.chmod(0o755)  # Postfix daemons run as `postfix` and must reach the queue
         return cls(root, tls_cert=tls_cert, tls_key=tls_key)
 
-    def main_cf(self) -> str:
-        tables = self.etc
-        lines = [
+    def base_cf(self, *, hostname: str, domain: str, relay_port: int) -> list[str]:
+        """The main.cf lines every private instance shares: loopback, no local delivery, no DNS."""
+        return [
             "compatibility_level = 3.6",
             f"queue_directory = {self.queue}",
             f"data_directory = {self.data}",
             "mail_owner = postfix",
             "setgid_group = postdrop",
-            "myhostname = upstream.test",
-            "mydomain = upstream.test",
-            "myorigin = upstream.test",
+            f"myhostname = {hostname}",
+            f"mydomain = {domain}",
+            f"myorigin = {domain}",
             # Loopback only, IPv4 only; the smtpd listener itself is bound in master.cf.
             "inet_interfaces = loopback-only",
             "inet_protocols = ipv4",
@@ -224,10 +224,19 @@ class PrivatePostfix:
             "local_transport = error:local delivery is disabled",
             "alias_maps =",
             "alias_database =",
-            # Everything goes on to the sink, at once, without DNS.
-            f"relayhost = [{LOOPBACK}]:{self.sink.port}",
+            # Everything goes on to the next hop, at once, without DNS.
+            f"relayhost = [{LOOPBACK}]:{relay_port}",
             "smtp_dns_support_level = disabled",
             "smtp_tls_security_level = none",
+            # A log file without syslog (postlogd in master.cf).
+            f"maillog_file = {self.maillog}",
+            f"maillog_file_prefixes = {self.root}",
+        ]
+
+    def main_cf(self) -> str:
+        tables = self.etc
+        lines = [
+            *self.base_cf(hostname="upstream.test", domain="upstream.test", relay_port=self.sink.port),
             "smtp_connect_timeout = 5s",
             "minimal_backoff_time = 1s",
             "maximal_backoff_time = 2s",
@@ -236,9 +245,6 @@ class PrivatePostfix:
             f"smtpd_recipient_restrictions = check_recipient_access hash:{tables}/recipient_access,"
             " permit_mynetworks, reject",
             f"header_checks = regexp:{tables}/header_checks",
-            # A log file without syslog (postlogd in master.cf).
-            f"maillog_file = {self.maillog}",
-            f"maillog_file_prefixes = {self.root}",
         ]
         if self.tls_cert and self.tls_key:
             lines += [
@@ -375,15 +381,19 @@ class PrivatePostfix:
         files = self.sink.files() - (since.sink_files if since else frozenset())
         return [Delivery.parse(p) for p in sorted(files)]
 
-    def queue_listing(self) -> str:
-        r = subprocess.run(
-            [POSTQUEUE, "-c", str(self.etc), "-p"],
+    def postqueue(self, flag: str) -> subprocess.CompletedProcess[str]:
+        """`postqueue -c ETC FLAG` (-p: the listing, -j: JSON lines), whatever its exit status."""
+        return subprocess.run(
+            [POSTQUEUE, "-c", str(self.etc), flag],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=30,
             check=False,
         )
+
+    def queue_listing(self) -> str:
+        r = self.postqueue("-p")
         return (r.stdout + r.stderr).strip()
 
     def diagnostics(self, since: Mark | None = None) -> str:

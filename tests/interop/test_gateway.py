@@ -10,8 +10,6 @@ Microsoft 365 inbound connector.
 
 from __future__ import annotations
 
-import itertools
-import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -34,7 +32,20 @@ from smtpguard.runtime.server import Relay
 from smtpguard.smtp.gateway import LOOP_HEADER, verify_loop_value
 
 from ..conftest import add_entries
-from .gateway_bed import GATEWAY_NAME, ORG_NAME, BedMark, GatewayBed, bed_mark, gateway_bed, make_gateway_bed
+from ..smtp_fixtures import StartedRelays
+from .gateway_bed import (
+    ALLOWED,
+    GATEWAY_NAME,
+    ORG_NAME,
+    SENDER,
+    SUPPRESSED,
+    BedMark,
+    GatewayBed,
+    bed_mark,
+    bed_message,
+    gateway_bed,
+    make_gateway_bed,
+)
 from .mailpostfix import flat
 from .mta import LOOPBACK, free_port, swaks
 
@@ -42,21 +53,11 @@ __all__ = ["bed_mark", "gateway_bed", "make_gateway_bed"]  # the bed's fixtures,
 
 pytestmark = pytest.mark.interop
 
-SENDER = "sales@corp.example"
-ALLOWED = "bob@ok.example"
-SUPPRESSED = "jane.doe@example.com"
 ALSO_SUPPRESSED = "max@blocked.example"
 BLOCKED = (SUPPRESSED, "@blocked.example")
 SECRET = b"0123456789abcdef-gateway-test-secret"
-_tokens = itertools.count(1)
 
 GatewayFactory = Callable[..., Awaitable[Relay]]
-
-
-def message(*extra_headers: str) -> tuple[str, list[str]]:
-    token = f"gw-{os.getpid()}-{next(_tokens)}"
-    headers = [a for h in extra_headers for a in ("--add-header", h)]
-    return token, ["--header", f"Subject: {token}", *headers, "--body", f"Checked by the gateway.\n{token}\n"]
 
 
 def gateway_settings(bed: GatewayBed, tmp_path: Path, **gateway: Any) -> Settings:
@@ -91,7 +92,7 @@ def gateway_settings(bed: GatewayBed, tmp_path: Path, **gateway: Any) -> Setting
 @pytest.fixture
 async def start_gateway(gateway_bed: GatewayBed, tmp_path: Path) -> AsyncIterator[GatewayFactory]:
     """`await start_gateway(policy=..., **gateway_keys)`: smtpguard on the bed's gateway port."""
-    started: list[Relay] = []
+    relays = StartedRelays()
 
     async def start(policy: PolicySettings | None = None, **gateway: Any) -> Relay:
         settings = gateway_settings(gateway_bed, tmp_path, **gateway)
@@ -99,17 +100,14 @@ async def start_gateway(gateway_bed: GatewayBed, tmp_path: Path) -> AsyncIterato
             settings = replace(settings, policy=policy)
         if not settings.store.path.exists():
             await add_entries(settings.store.path, *BLOCKED)
-        relay = await Relay.start(settings)
-        started.append(relay)
-        return relay
+        return await relays.start(settings)
 
     yield start
-    for relay in started:
-        await relay.stop(deadline=2)
+    await relays.stop_all()
 
 
 async def submit(bed: GatewayBed, to: str, *extra: str) -> str:
-    token, body = message(*extra)
+    token, body = bed_message("gw", "Checked by the gateway.", *extra)
     run = await swaks(bed.org.port, "--from", SENDER, "--to", to, *body)
     assert run.returncode == 0, f"{run}\n{bed.diagnostics()}"  # ORG takes it; the gateway's verdict comes later
     return token

@@ -10,8 +10,6 @@ ORG's queue until a flush, NEXTHOP checks the client certificate.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -21,11 +19,15 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from .gateway_bed import (
+    ALLOWED,
     GATEWAY_NAME,
     ORG_NAME,
+    SENDER,
+    SUPPRESSED,
     BedMark,
     GatewayBed,
     bed_mark,
+    bed_message,
     gateway_bed,
     make_gateway_bed,
 )
@@ -36,17 +38,11 @@ __all__ = ["bed_mark", "gateway_bed", "make_gateway_bed"]  # the bed's fixtures,
 
 pytestmark = pytest.mark.interop
 
-SENDER = "sales@corp.example"
-ALLOWED = "bob@ok.example"
-SUPPRESSED = "jane.doe@example.com"
 REFUSAL = f"550 5.7.1 <{SUPPRESSED}>: suppressed test text"
-_tokens = itertools.count(1)
 
 
 def message() -> tuple[str, list[str]]:
-    """A unique subject and the swaks options for a message carrying it."""
-    token = f"gwbed-{os.getpid()}-{next(_tokens)}"
-    return token, ["--header", f"Subject: {token}", "--body", f"Hello through the gateway bed.\n{token}\n"]
+    return bed_message("gwbed", "Hello through the gateway bed.")
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from ..smtp_fixtures import Certs
+from ..smtp_fixtures import Certs, serve_smtp
 from .stub_idp import StubIdP
 
 MS_REFUSAL = "535 5.7.3 Authentication unsuccessful [stub]"
@@ -65,20 +65,13 @@ class XOAuth2Upstream:
         return "250 2.0.0 Ok: queued"
 
     async def start(self, certs: Certs) -> XOAuth2Upstream:
-        loop = asyncio.get_running_loop()
-
-        def factory() -> SMTP:
-            return SMTP(
-                self,
-                loop=loop,
-                hostname="outlook.test",
-                tls_context=certs.server_context(),
-                require_starttls=True,
-                auth_required=True,
-                auth_require_tls=True,
-                auth_exclude_mechanism=["LOGIN", "PLAIN"],
-            )
-
-        self.server = await loop.create_server(factory, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
+        self.server, self.port = await serve_smtp(
+            self,
+            hostname="outlook.test",
+            tls_context=certs.server_context(),
+            require_starttls=True,
+            auth_required=True,
+            auth_require_tls=True,
+            auth_exclude_mechanism=["LOGIN", "PLAIN"],
+        )
         return self
