@@ -5,6 +5,7 @@
 #
 # Idempotent and non-interactive; meant for CI (root, no TTY) and dev boxes.
 set -euo pipefail
+. "$(dirname "$0")/debian.sh"
 
 if [ -x /usr/bin/chromium ]; then
     echo "install-browser: chromium already installed, nothing to do"
@@ -16,17 +17,8 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-export DEBIAN_FRONTEND=noninteractive
-apt_install() {
-    apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 chromium fonts-dejavu-core </dev/null
-}
-
 echo "install-browser: installing chromium"
-# apt-get update only when the package lists do not know the package or are stale.
-if ! apt-cache show chromium >/dev/null 2>&1 || ! apt_install; then
-    apt-get update -q -o DPkg::Lock::Timeout=300
-    apt_install
-fi
+install_debs chromium fonts-dejavu-core
 
 if [ ! -x /usr/bin/chromium ]; then
     echo "install-browser: /usr/bin/chromium still missing after install" >&2

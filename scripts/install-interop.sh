@@ -10,6 +10,7 @@
 # is written, the system Postfix never starts and nothing listens on port 25.
 # The tests run their own private instance (postfix -c DIR) on 127.0.0.1.
 set -euo pipefail
+. "$(dirname "$0")/debian.sh"
 
 postfix_tools=(/usr/sbin/postfix /usr/sbin/postconf /usr/sbin/postmap /usr/sbin/postqueue /usr/sbin/smtp-sink)
 
@@ -41,16 +42,8 @@ export DEBIAN_FRONTEND=noninteractive
 # Install Postfix's files without setting up the system's mail (no main.cf, no daemon).
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 
-apt_install() {
-    apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}" </dev/null
-}
-
 echo "install-interop: installing ${missing[*]}"
-# apt-get update only when the package lists do not know the packages or are stale.
-if ! apt-cache show "${missing[@]}" >/dev/null 2>&1 || ! apt_install; then
-    apt-get update -q -o DPkg::Lock::Timeout=300
-    apt_install
-fi
+install_debs "${missing[@]}"
 
 read -r -a still <<<"$(missing_packages)"
 if [ "${#still[@]}" -ne 0 ]; then

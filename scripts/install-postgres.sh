@@ -9,6 +9,7 @@
 # their own private cluster (initdb into a temporary directory, 127.0.0.1 and
 # a free port). Prints the binaries' directory on its last line.
 set -euo pipefail
+. "$(dirname "$0")/debian.sh"
 
 bin_dir() {
     # The newest installed server version's binaries, or nothing.
@@ -40,19 +41,11 @@ if [ -z "$(bin_dir)" ]; then
         echo "install-postgres: must run as root to install postgresql" >&2
         exit 1
     fi
-    export DEBIAN_FRONTEND=noninteractive
     # Ask postgresql-common not to create (and start) the "main" cluster.
     mkdir -p /etc/postgresql-common/createcluster.d
     echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/50-smtpguard-no-main.conf
-    apt_install() {
-        apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 postgresql </dev/null
-    }
     echo "install-postgres: installing postgresql"
-    # apt-get update only when the package lists do not know the package or are stale.
-    if ! apt-cache show postgresql >/dev/null 2>&1 || ! apt_install; then
-        apt-get update -q -o DPkg::Lock::Timeout=300
-        apt_install
-    fi
+    install_debs postgresql
 fi
 
 if [ "$(id -u)" -eq 0 ]; then
