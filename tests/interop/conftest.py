@@ -17,7 +17,10 @@ from smtpguard.suppression.store import open_store
 
 from ..conftest import add_entries
 from ..smtp_fixtures import Certs, StartedRelays, settings_for, with_sections
+from .gateway_bed import bed_mark, gateway_bed, make_gateway_bed
 from .mta import Mark, PrivatePostfix, missing_tools
+
+__all__ = ["bed_mark", "gateway_bed", "make_gateway_bed"]  # the gateway bed's fixtures, for every interop test
 
 # Postfix's own verdicts (its check_recipient_access table and header_checks),
 # which smtpguard must pass on to its client unchanged.

@@ -33,23 +33,9 @@ from smtpguard.smtp.gateway import LOOP_HEADER, verify_loop_value
 
 from ..conftest import add_entries
 from ..smtp_fixtures import StartedRelays
-from .gateway_bed import (
-    ALLOWED,
-    GATEWAY_NAME,
-    ORG_NAME,
-    SENDER,
-    SUPPRESSED,
-    BedMark,
-    GatewayBed,
-    bed_mark,
-    bed_message,
-    gateway_bed,
-    make_gateway_bed,
-)
+from .gateway_bed import ALLOWED, GATEWAY_NAME, ORG_NAME, SENDER, SUPPRESSED, BedMark, GatewayBed, bed_message
 from .mailpostfix import flat
 from .mta import LOOPBACK, free_port, swaks
-
-__all__ = ["bed_mark", "gateway_bed", "make_gateway_bed"]  # the bed's fixtures, used by name below
 
 pytestmark = pytest.mark.interop
 

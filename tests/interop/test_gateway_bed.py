@@ -18,23 +18,9 @@ import aiosmtplib
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from .gateway_bed import (
-    ALLOWED,
-    GATEWAY_NAME,
-    ORG_NAME,
-    SENDER,
-    SUPPRESSED,
-    BedMark,
-    GatewayBed,
-    bed_mark,
-    bed_message,
-    gateway_bed,
-    make_gateway_bed,
-)
+from .gateway_bed import ALLOWED, GATEWAY_NAME, ORG_NAME, SENDER, SUPPRESSED, BedMark, GatewayBed, bed_message
 from .mailpostfix import flat
 from .mta import LOOPBACK, swaks
-
-__all__ = ["bed_mark", "gateway_bed", "make_gateway_bed"]  # the bed's fixtures, used by name below
 
 pytestmark = pytest.mark.interop
 
