@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,9 +19,9 @@ GOOGLE_SCOPE = "https://mail.google.com/"
 REFRESH_MARGIN = 300.0  # seconds: a token with less left is refreshed first (MSAL's own rule too)
 
 
-@dataclass(frozen=True)
-class OAuthAccount:
-    """One upstream identity.
+@dataclass(frozen=True, slots=True)
+class AccountIdentity:
+    """One upstream identity, as configured (`[oauth.NAME]`) and as the OAuth code uses it.
 
     `name` keys the token store (the local user, or e.g. "relay" for the app-only
     credential); `mailbox` is the address the provider must see (XOAUTH2 `user=`).
@@ -33,16 +33,26 @@ class OAuthAccount:
     mailbox: str = ""
     mode: Literal["oauth", "oauth-app"] = "oauth"
     tenant: str = "organizations"
-    client_secret: str | None = None  # oauth-app; Google desktop clients' "not secret" secret
     authority: str | None = None  # Microsoft: overrides https://login.microsoftonline.com/<tenant>
     auth_url: str = GOOGLE_AUTH_URL
     token_url: str = GOOGLE_TOKEN_URL
     ca_file: Path | None = None  # trust for the identity provider's TLS (tests, TLS-inspecting proxies)
-    loopback_only: bool = False  # tests: refuse every host but this machine
+
+    def identity(self) -> dict[str, Any]:
+        """The identity's fields by name, to build the other kind from (`OAuthAccount(**identity())`)."""
+        return {f.name: getattr(self, f.name) for f in fields(AccountIdentity)}
 
     @property
     def microsoft_authority(self) -> str:
         return self.authority or f"{MICROSOFT_AUTHORITY}/{self.tenant}"
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthAccount(AccountIdentity):
+    """What the OAuth code needs: the identity, with the client secret read from its file."""
+
+    client_secret: str | None = None  # oauth-app; Google desktop clients' "not secret" secret
+    loopback_only: bool = False  # tests: refuse every host but this machine
 
 
 @dataclass(frozen=True)

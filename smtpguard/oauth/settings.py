@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from smtpguard.oauth.account import GOOGLE_AUTH_URL, GOOGLE_TOKEN_URL, OAuthAccount
+from smtpguard.oauth.account import AccountIdentity, OAuthAccount
 
 CredentialKind = Literal["password", "oauth", "oauth-app"]
 CREDENTIAL_KINDS: tuple[CredentialKind, ...] = ("password", "oauth", "oauth-app")
@@ -52,18 +52,10 @@ _PATH_KEYS = frozenset({"client_secret_file", "ca_file"})
 
 
 @dataclass(frozen=True, slots=True)
-class AccountSettings:
-    name: str
-    provider: Literal["microsoft", "google"]
-    client_id: str
-    mailbox: str = ""
-    mode: Literal["oauth", "oauth-app"] = "oauth"
-    tenant: str = "organizations"
+class AccountSettings(AccountIdentity):
+    """`[oauth.NAME]`: the identity, and where its client secret is kept."""
+
     client_secret_file: Path | None = None
-    authority: str | None = None
-    auth_url: str = GOOGLE_AUTH_URL
-    token_url: str = GOOGLE_TOKEN_URL
-    ca_file: Path | None = None
 
     def account(self, *, loopback_only: bool = False) -> OAuthAccount:
         """The OAuth code's account; reads the client secret file (a clear one-line error if it cannot)."""
@@ -74,20 +66,7 @@ class AccountSettings:
             except OSError as exc:
                 where = f"[oauth.{self.name}] client_secret_file {self.client_secret_file}"
                 raise ValueError(f"{where}: {exc.strerror}") from None
-        return OAuthAccount(
-            name=self.name,
-            provider=self.provider,
-            client_id=self.client_id,
-            mailbox=self.mailbox,
-            mode=self.mode,
-            tenant=self.tenant,
-            client_secret=secret,
-            authority=self.authority,
-            auth_url=self.auth_url,
-            token_url=self.token_url,
-            ca_file=self.ca_file,
-            loopback_only=loopback_only,
-        )
+        return OAuthAccount(**self.identity(), client_secret=secret, loopback_only=loopback_only)
 
 
 @dataclass(frozen=True, slots=True)
