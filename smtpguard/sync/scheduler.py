@@ -24,17 +24,8 @@ import httpx
 from smtpguard.config import ConfigError, Settings, SyncSettings
 from smtpguard.metrics import METRICS
 from smtpguard.suppression.store import Store, StoreError
-from smtpguard.sync.connectors import (
-    HUBSPOT_API,
-    LEMLIST_API,
-    Connector,
-    ConnectorError,
-    CsvUrl,
-    Http,
-    HubSpotOptOuts,
-    LemlistUnsubscribes,
-    MailchimpUnsubscribed,
-)
+from smtpguard.sync import connectors
+from smtpguard.sync.connectors import Connector, ConnectorError, Http
 from smtpguard.sync.sync import SyncRefused, SyncResult, next_delay, pull
 
 log = logging.getLogger("smtpguard.sync")
@@ -44,14 +35,14 @@ def connector_for(entry: SyncSettings) -> Connector:
     """The pull connector of a `[[sync]]` entry (ConfigError when it has none)."""
     key = entry.credential()
     if entry.provider == "hubspot":
-        return HubSpotOptOuts(key, base_url=entry.base_url or HUBSPOT_API)
+        return connectors.HubSpotOptOuts(key, base_url=entry.base_url or connectors.HUBSPOT_API)
     if entry.provider == "lemlist":
-        return LemlistUnsubscribes(key, base_url=entry.base_url or LEMLIST_API)
+        return connectors.LemlistUnsubscribes(key, base_url=entry.base_url or connectors.LEMLIST_API)
     if entry.provider == "mailchimp":
-        return MailchimpUnsubscribed(key, entry.list_id, base_url=entry.base_url or None)
+        return connectors.MailchimpUnsubscribed(key, entry.list_id, base_url=entry.base_url or None)
     if entry.provider == "csv":
         headers = (("Authorization", f"Bearer {key}"),) if key else ()
-        return CsvUrl(entry.url, headers=headers, column=entry.column)
+        return connectors.CsvUrl(entry.url, headers=headers, column=entry.column)
     raise ConfigError(f"[[sync]] {entry.name}: {entry.provider} has no pull connector")
 
 
