@@ -10,24 +10,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Seq
 
 from smtpguard.suppression.addresses import DEFAULT_RULES, MatchRules
 
-from .base import (
-    AddResult,
-    EntryRow,
-    Event,
-    EventGroup,
-    Rows,
-    RowTuple,
-    SourceDiff,
-    SourceGuard,
-    Stats,
-    Token,
-    TokenScope,
-    WebRole,
-    most_specific,
-    plan_replace,
-    utc_now,
-    utc_today,
-)
+from . import base
+from .base import AddResult, EntryRow, Event, SourceDiff, Stats, Token, WebRole, utc_now, utc_today
 
 
 class MemoryStore:
@@ -58,11 +42,11 @@ class MemoryStore:
                 self._entries[new] = entry._replace(key=new)
         self._rules = rules
 
-    async def add_entries(self, rows: Rows, *, commit: bool = True) -> AddResult:
+    async def add_entries(self, rows: base.Rows, *, commit: bool = True) -> AddResult:
         fresh: dict[str, EntryRow] = {}
         offered = 0
 
-        def take(chunk: Iterable[RowTuple]) -> None:
+        def take(chunk: Iterable[base.RowTuple]) -> None:
             nonlocal offered
             for row in chunk:
                 offered += 1
@@ -83,7 +67,7 @@ class MemoryStore:
 
     async def match(self, keys: Sequence[str], today: str | None = None) -> EntryRow | None:
         found = [self._entries[k] for k in keys if k in self._entries]
-        return most_specific(found, keys, today or utc_today()) if found else None
+        return base.most_specific(found, keys, today or utc_today()) if found else None
 
     async def count(self) -> int:
         return len(self._entries)
@@ -127,7 +111,7 @@ class MemoryStore:
             found = found[len(found) - limit :] if limit > 0 else []
         return found
 
-    async def event_counts(self, since: str, by: EventGroup, limit: int) -> list[tuple[str, int]]:
+    async def event_counts(self, since: str, by: base.EventGroup, limit: int) -> list[tuple[str, int]]:
         counts: dict[str, int] = {}
         for e in self._events:
             if e.time >= since:
@@ -142,11 +126,11 @@ class MemoryStore:
         return gone
 
     async def replace_source(
-        self, source: str, rows: Sequence[EntryRow], *, commit: bool = True, guard: SourceGuard | None = None
+        self, source: str, rows: Sequence[EntryRow], *, commit: bool = True, guard: base.SourceGuard | None = None
     ) -> SourceDiff:
         current = [e for e in self._entries.values() if e.source == source]
         others = {r.key for r in rows if r.key in self._entries and self._entries[r.key].source != source}
-        add, remove, unchanged, elsewhere = plan_replace(source, current, rows, others, utc_today())
+        add, remove, unchanged, elsewhere = base.plan_replace(source, current, rows, others, utc_today())
         fresh = {r.key for r in add}
         gone = [e.original for e in remove if e.key not in fresh]
         if guard is not None:
@@ -201,7 +185,7 @@ class MemoryStore:
     async def user_addresses(self, name: str) -> list[str]:
         return list(self._addresses.get(name, []))
 
-    async def add_token(self, name: str, scope: TokenScope, token_hash: str) -> bool:
+    async def add_token(self, name: str, scope: base.TokenScope, token_hash: str) -> bool:
         if name in self._tokens or any(t.hash == token_hash for t in self._tokens.values()):
             return False
         self._tokens[name] = Token(name, scope, token_hash, utc_now())
