@@ -7,46 +7,30 @@ Every error names the key and the expected form, e.g.
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from smtpguard import config_values as v
+from smtpguard.config_values import ConfigError as ConfigError
+from smtpguard.config_values import Endpoint as Endpoint
+from smtpguard.config_values import Network as Network
+from smtpguard.config_values import parse_endpoint as parse_endpoint
 from smtpguard.oauth.settings import CredentialSettings, OAuthSettings, parse_credentials, parse_oauth
 from smtpguard.suppression.addresses import MatchRules
+from smtpguard.sync.settings import SYNC_PROVIDERS as SYNC_PROVIDERS
+from smtpguard.sync.settings import SyncSettings as SyncSettings
+from smtpguard.sync.settings import sync_entries
 
 DEFAULT_CONFIG = Path("/etc/smtpguard/smtpguard.toml")
 DEFAULT_DB = Path("/var/lib/smtpguard/smtpguard.db")
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 AuthMode = Literal["passthrough", "local", "none"]
 Security = Literal["starttls", "tls", "none"]
 PolicyMode = Literal["reject", "reject-message", "strip", "monitor"]
-
-
-class ConfigError(ValueError):
-    """The configuration is unusable; the message names the key and the fix."""
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    @property
-    def is_loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,98 +199,14 @@ def credential_path(path: Path) -> Path:
     return Path(folder) / name
 
 
-# --- value parsers: each returns the typed value or raises ValueError(expected form)
-
-
-def parse_endpoint(text: str) -> Endpoint:
-    text = text.strip()
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise ValueError('"host:port", e.g. "127.0.0.1:2525" or "[::1]:2525"')
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError('"host:port" with a port 1-65535')
-    return Endpoint(host, int(port))
-
-
-def _optional_endpoint(text: str) -> Endpoint | None:
-    return parse_endpoint(text) if text.strip() else None
-
-
-def _optional_path(text: str) -> Path | None:
-    return Path(text).expanduser() if text.strip() else None
-
-
-def _choice(*allowed: str) -> Callable[[str], str]:
-    def check(value: str) -> str:
-        if value not in allowed:
-            raise ValueError(" or ".join(f'"{a}"' for a in allowed))
-        return value
-
-    return check
-
-
-def _int_range(low: int, high: int) -> Callable[[int], int]:
-    def check(value: int) -> int:
-        if not low <= value <= high:
-            raise ValueError(f"{low}-{high}")
-        return value
-
-    return check
-
-
-def _networks(values: list[str]) -> tuple[Network, ...]:
-    out = []
-    for v in values:
-        try:
-            out.append(ipaddress.ip_network(v, strict=False))
-        except ValueError:
-            raise ValueError(f'a list of networks like ["127.0.0.0/8", "192.168.1.0/24"], not "{v}"') from None
-    return tuple(out)
-
-
-def _store_url(value: str) -> str | None:
-    if not value.strip():
-        return None
-    if not value.startswith(("postgresql://", "postgres://")):
-        raise ValueError('a "postgresql://..." URL (or leave it out for the SQLite file at [store] path)')
-    return value
-
-
-def _hostname(value: str) -> str:
-    if not value or any(c.isspace() for c in value):
-        raise ValueError("a host name without spaces")
-    return value
-
-
-def _positive(value: float) -> float:
-    if not math.isfinite(value) or value <= 0:  # nan and inf would make the watcher never scan
-        raise ValueError("a finite number of seconds above 0")
-    return float(value)
-
-
-def _endpoints(value: str | list[str]) -> tuple[Endpoint, ...]:
-    items = [value] if isinstance(value, str) else value
-    if not all(isinstance(v, str) for v in items):
-        raise ValueError('"host:port" or a list of them, e.g. ["0.0.0.0:25"]')
-    return tuple(parse_endpoint(v) for v in items if v.strip())
-
-
-def _names(values: list[str]) -> tuple[str, ...]:
-    if not all(isinstance(v, str) and v.strip() and not any(c.isspace() for c in v.strip()) for v in values):
-        raise ValueError('a list of certificate names like ["mail.example.com"]')
-    return tuple(v.strip().lower().rstrip(".") for v in values)
-
-
-_NEXT_HOP_KEYS: dict[str, tuple[type, _Parser]] = {}
+_NEXT_HOP_KEYS: dict[str, v.KeySpec] = {}
 
 
 def _next_hop(table: Mapping[str, Any], where: str = "[gateway.next_hop]") -> NextHopSettings:
     """One next-hop table; ConfigError names the key (from_mapping keeps the message)."""
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where} must be a table")
-    values = _table_values(table, _NEXT_HOP_KEYS, where, unknown=f"{where}: unknown key")
+    values = v.table_values(table, _NEXT_HOP_KEYS, where, unknown=f"{where}: unknown key")
     if "host" not in values:
         raise ConfigError(f"{where} host is missing (the server allowed mail is handed to)")
     hop = NextHopSettings(**values)
@@ -333,166 +233,82 @@ class HttpSettings:
     public_url: str = ""
 
 
-SYNC_PROVIDERS = ("generic", "mailchimp", "hubspot", "lemlist", "brevo", "csv")
-
-
-@dataclass(frozen=True, slots=True)
-class SyncSettings:
-    """One `[[sync]]` entry: a source kept in step by webhooks and/or a pull every `interval`."""
-
-    name: str
-    provider: str
-    interval: float | None = None  # seconds between pulls; None: webhooks only
-    webhook_secret_file: Path | None = None  # a webhook receiver at /webhooks/NAME
-    token_file: Path | None = None  # HubSpot access token
-    api_key_file: Path | None = None  # lemlist, Mailchimp
-    list_id: str = ""  # Mailchimp audience ID
-    url: str = ""  # csv: the export's URL
-    column: str | None = None  # csv: the address column
-    base_url: str = ""  # the provider's API root (tests, EU data centres)
-
-    def credential(self) -> str:
-        """The token or API key, read when needed (never kept in the settings)."""
-        return _read_secret(self.token_file or self.api_key_file, f"[[sync]] {self.name}")
-
-    def webhook_secret(self) -> str:
-        return _read_secret(self.webhook_secret_file, f"[[sync]] {self.name} webhook_secret_file")
-
-
-def _read_secret(path: Path | None, what: str) -> str:
-    if path is None:
-        return ""
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{what}: {path}: {exc.strerror}") from None
-
-
-def _source_name(value: str) -> str:
-    if not value or len(value) > 64 or not all(c.isascii() and (c.isalnum() or c in "._-") for c in value):
-        raise ValueError("a name of letters, digits, '.', '_' or '-' (it ends the webhook URL)")
-    return value
-
-
-# What a pull needs besides an interval, per provider.
-_PULL_NEEDS = {"hubspot": ("token_file",), "lemlist": ("api_key_file",), "mailchimp": ("api_key_file", "list_id"),
-               "csv": ("url",)}  # fmt: skip
-
-
-_SYNC_KEYS: dict[str, tuple[type | tuple[type, ...], _Parser]] = {
-    "name": (str, _source_name),
-    "provider": (str, _choice(*SYNC_PROVIDERS)),
-    "interval": ((int, float), _positive),
-    "webhook_secret_file": (str, _optional_path),
-    "token_file": (str, _optional_path),
-    "api_key_file": (str, _optional_path),
-    "list_id": (str, None),
-    "url": (str, None),
-    "column": (str, None),
-    "base_url": (str, None),
-}
-
-
-def _sync_entries(tables: Any, where: str) -> tuple[SyncSettings, ...]:
-    if not isinstance(tables, list) or not all(isinstance(t, Mapping) for t in tables):
-        raise ConfigError(f"{where}[[sync]] must be an array of tables ([[sync]] then name = ..., provider = ...)")
-    out: list[SyncSettings] = []
-    for i, table in enumerate(tables, 1):
-        label = f"{where}[[sync]] #{i}"
-        values = _table_values(table, _SYNC_KEYS, label, unknown=f"{label}: unknown key")
-        if "name" not in values or "provider" not in values:
-            raise ConfigError(f"{where}[[sync]] #{i} needs a name and a provider")
-        entry = SyncSettings(**values)
-        if any(e.name == entry.name for e in out):
-            raise ConfigError(f"{where}[[sync]] name {entry.name!r} is used twice")
-        if entry.interval is None and entry.webhook_secret_file is None:
-            raise ConfigError(f"{where}[[sync]] {entry.name}: set interval (pull) or webhook_secret_file (webhook)")
-        if entry.interval is not None and entry.provider in ("brevo", "generic"):
-            raise ConfigError(f"{where}[[sync]] {entry.name}: {entry.provider} has no pull connector; drop interval")
-        missing = [k for k in _PULL_NEEDS.get(entry.provider, ()) if entry.interval and not getattr(entry, k)]
-        if missing:
-            raise ConfigError(f"{where}[[sync]] {entry.name}: a {entry.provider} pull needs {' and '.join(missing)}")
-        out.append(entry)
-    return tuple(out)
-
-
 # section -> key -> (TOML type, parser). The parser may be None for plain values.
-_Parser = Callable[[Any], Any] | None
-SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], _Parser]]] = {
+SCHEMA: dict[str, dict[str, v.KeySpec]] = {
     "server": {
         "listen": (str, parse_endpoint),
-        "smtps_listen": (str, _optional_endpoint),
-        "tls_cert": (str, _optional_path),
-        "tls_key": (str, _optional_path),
-        "auth": (str, _choice("passthrough", "local", "none")),
-        "max_message_size": (int, _int_range(1024, 2**31)),
-        "max_recipients": (int, _int_range(1, 100_000)),
-        "trusted_networks": (list, _networks),
-        "hostname": (str, _hostname),
-        "timeout": (int, _int_range(5, 3600)),
-        "max_connections": (int, _int_range(1, 1_000_000)),
-        "max_connections_per_client": (int, _int_range(1, 1_000_000)),
+        "smtps_listen": (str, v.optional_endpoint),
+        "tls_cert": (str, v.optional_path),
+        "tls_key": (str, v.optional_path),
+        "auth": (str, v.choice("passthrough", "local", "none")),
+        "max_message_size": (int, v.int_range(1024, 2**31)),
+        "max_recipients": (int, v.int_range(1, 100_000)),
+        "trusted_networks": (list, v.networks),
+        "hostname": (str, v.hostname),
+        "timeout": (int, v.int_range(5, 3600)),
+        "max_connections": (int, v.int_range(1, 1_000_000)),
+        "max_connections_per_client": (int, v.int_range(1, 1_000_000)),
     },
     "upstream": {
-        "host": (str, _hostname),
-        "port": (int, _int_range(1, 65535)),
-        "security": (str, _choice("starttls", "tls", "none")),
+        "host": (str, v.hostname),
+        "port": (int, v.int_range(1, 65535)),
+        "security": (str, v.choice("starttls", "tls", "none")),
         "username": (str, None),
-        "password_file": (str, _optional_path),
-        "timeout": (int, _int_range(1, 3600)),
-        "ca_file": (str, _optional_path),
+        "password_file": (str, v.optional_path),
+        "timeout": (int, v.int_range(1, 3600)),
+        "ca_file": (str, v.optional_path),
         "verify": (bool, None),
     },
     "policy": {
-        "mode": (str, _choice("reject", "reject-message", "strip", "monitor")),
+        "mode": (str, v.choice("reject", "reject-message", "strip", "monitor")),
         "notify_sender": (bool, None),
         "rewrite_headers": (bool, None),
-        "language": (str, _choice("en", "fr")),
+        "language": (str, v.choice("en", "fr")),
     },
     "store": {
         "path": (str, lambda s: Path(s).expanduser()),
-        "url": (str, _store_url),
-        "password_file": (str, _optional_path),
-        "relay_name": (str, _hostname),
+        "url": (str, v.store_url),
+        "password_file": (str, v.optional_path),
+        "relay_name": (str, v.hostname),
     },
     "matching": {"ignore_subaddress": (bool, None), "gmail_dots": (bool, None)},
     "watch": {
-        "folder": (str, _optional_path),
-        "interval": ((int, float), _positive),
-        "import_memory_mb": (int, _int_range(64, 1_048_576)),
+        "folder": (str, v.optional_path),
+        "interval": ((int, float), v.positive),
+        "import_memory_mb": (int, v.int_range(64, 1_048_576)),
     },
     "gateway": {
-        "listen": ((str, list), _endpoints),
-        "networks": (list, _networks),
-        "client_cert_names": (list, _names),
-        "client_ca_file": (str, _optional_path),
-        "tls_cert": (str, _optional_path),
-        "tls_key": (str, _optional_path),
-        "loop_secret_file": (str, _optional_path),
+        "listen": ((str, list), v.endpoints),
+        "networks": (list, v.networks),
+        "client_cert_names": (list, v.names),
+        "client_ca_file": (str, v.optional_path),
+        "tls_cert": (str, v.optional_path),
+        "tls_key": (str, v.optional_path),
+        "loop_secret_file": (str, v.optional_path),
         "next_hop": (dict, _next_hop),
         "next_hops": (list, _next_hops),
     },
     "http": {
-        "listen": (str, _optional_endpoint),
-        "tls_cert": (str, _optional_path),
-        "tls_key": (str, _optional_path),
+        "listen": (str, v.optional_endpoint),
+        "tls_cert": (str, v.optional_path),
+        "tls_key": (str, v.optional_path),
         "public_url": (str, None),
     },
     "sync": {},  # [[sync]]: an array of tables, read by _sync_entries
-    "audit": {"retention_days": (int, _int_range(0, 36_500))},
+    "audit": {"retention_days": (int, v.int_range(0, 36_500))},
 }
 _NEXT_HOP_KEYS.update(
     {
-        "host": (str, _hostname),
-        "port": (int, _int_range(1, 65535)),
-        "security": (str, _choice("starttls", "tls", "none")),
+        "host": (str, v.hostname),
+        "port": (int, v.int_range(1, 65535)),
+        "security": (str, v.choice("starttls", "tls", "none")),
         "verify": (bool, None),
-        "ca_file": (str, _optional_path),
-        "client_cert": (str, _optional_path),
-        "client_key": (str, _optional_path),
+        "ca_file": (str, v.optional_path),
+        "client_cert": (str, v.optional_path),
+        "client_key": (str, v.optional_path),
         "username": (str, None),
-        "password_file": (str, _optional_path),
-        "timeout": (int, _int_range(1, 3600)),
+        "password_file": (str, v.optional_path),
+        "timeout": (int, v.int_range(1, 3600)),
     }
 )
 
@@ -509,42 +325,6 @@ _SECTION_TYPES: dict[str, type] = {
     "audit": AuditSettings,
 }
 
-_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "a table"}
-
-
-def _type_name(t: type | tuple[type, ...]) -> str:
-    if t == (str, list):
-        return "a string or a list"
-    if isinstance(t, tuple):
-        return "a number"
-    return _TYPE_NAMES.get(t, t.__name__)
-
-
-def _table_values(
-    table: Mapping[str, Any], keys: Mapping[str, tuple[type | tuple[type, ...], _Parser]], label: str, *, unknown: str
-) -> dict[str, Any]:
-    """Each value of `table` checked and parsed by `keys` (TOML type, parser).
-
-    `label` starts a bad value's message, `unknown` an unknown key's; a nested
-    table's own ConfigError (already naming its key) passes through.
-    """
-    values: dict[str, Any] = {}
-    for key, raw in table.items():
-        spec = keys.get(key)
-        if spec is None:
-            raise ConfigError(f"{unknown} {key} (known: {', '.join(keys)})")
-        expected, parser = spec
-        # bool is an int in Python; TOML keeps them apart, so do we.
-        if not isinstance(raw, expected) or (isinstance(raw, bool) and expected is not bool):
-            raise ConfigError(f"{label} {key} must be {_type_name(expected)}, got {raw!r}")
-        try:
-            values[key] = parser(raw) if parser else raw
-        except ConfigError:
-            raise
-        except ValueError as exc:
-            raise ConfigError(f"{label} {key} must be {exc}, got {raw!r}") from None
-    return values
-
 
 def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Settings:
     """Validate parsed TOML; raise ConfigError naming the first bad key."""
@@ -554,7 +334,7 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Setting
         if name in _UPSTREAM_AUTH_SECTIONS:
             continue
         if name == "sync":
-            sections["sync"] = _sync_entries(table, where)
+            sections["sync"] = sync_entries(table, where)
             continue
         if name not in SCHEMA:
             known = ", ".join([*SCHEMA, *_UPSTREAM_AUTH_SECTIONS])
@@ -562,7 +342,7 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Setting
         if not isinstance(table, Mapping):
             raise ConfigError(f"{where}[{name}] must be a table")
         try:
-            values = _table_values(table, SCHEMA[name], f"[{name}]", unknown=f"unknown key [{name}]")
+            values = v.table_values(table, SCHEMA[name], f"[{name}]", unknown=f"unknown key [{name}]")
         except ConfigError as exc:
             raise ConfigError(f"{where}{exc}") from None
         sections[name] = _SECTION_TYPES[name](**values)

@@ -30,25 +30,25 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from smtpguard.config_values import KeySpec, choice, nonempty, path, table_values
 from smtpguard.oauth.account import AccountIdentity, OAuthAccount
 
 CredentialKind = Literal["password", "oauth", "oauth-app"]
 CREDENTIAL_KINDS: tuple[CredentialKind, ...] = ("password", "oauth", "oauth-app")
 
-# key -> (TOML type, allowed values or None); valid in [oauth] (as a default) and in [oauth.NAME]
-_ACCOUNT_KEYS: dict[str, tuple[type, tuple[str, ...] | None]] = {
-    "provider": (str, ("microsoft", "google")),
-    "client_id": (str, None),
-    "tenant": (str, None),
-    "mailbox": (str, None),
-    "mode": (str, ("oauth", "oauth-app")),
-    "client_secret_file": (str, None),
-    "authority": (str, None),
-    "auth_url": (str, None),
-    "token_url": (str, None),
-    "ca_file": (str, None),
+# valid in [oauth] (as a default) and in [oauth.NAME]
+_ACCOUNT_KEYS: dict[str, KeySpec] = {
+    "provider": (str, choice("microsoft", "google")),
+    "client_id": (str, nonempty),
+    "tenant": (str, nonempty),
+    "mailbox": (str, nonempty),
+    "mode": (str, choice("oauth", "oauth-app")),
+    "client_secret_file": (str, path),
+    "authority": (str, nonempty),
+    "auth_url": (str, nonempty),
+    "token_url": (str, nonempty),
+    "ca_file": (str, path),
 }
-_PATH_KEYS = frozenset({"client_secret_file", "ca_file"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,18 +96,7 @@ class CredentialSettings:
 
 
 def _account_values(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for key, raw in table.items():
-        spec = _ACCOUNT_KEYS.get(key)
-        if spec is None:
-            raise ValueError(f"unknown key {where} {key} (known: {', '.join(_ACCOUNT_KEYS)})")
-        _, allowed = spec
-        if not isinstance(raw, str) or not raw.strip():
-            raise ValueError(f"{where} {key} must be a non-empty string, got {raw!r}")
-        if allowed is not None and raw not in allowed:
-            raise ValueError(f"{where} {key} must be {' or '.join(repr(a) for a in allowed)}, got {raw!r}")
-        values[key] = Path(raw).expanduser() if key in _PATH_KEYS else raw
-    return values
+    return table_values(table, _ACCOUNT_KEYS, where, unknown=f"unknown key {where}")
 
 
 def _account(name: str, defaults: Mapping[str, Any], table: Mapping[str, Any]) -> AccountSettings:

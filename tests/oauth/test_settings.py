@@ -55,7 +55,7 @@ def test_accounts_inherit_the_defaults_and_users_get_their_credential(tmp_path: 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ('[oauth.bob]\nprovider = "yahoo"\n', "[oauth.bob] provider must be 'microsoft' or 'google'"),
+        ('[oauth.bob]\nprovider = "yahoo"\n', '[oauth.bob] provider must be "microsoft" or "google"'),
         ("[oauth.bob]\n", "[oauth.bob] needs mailbox"),
         ('[oauth.bob]\nmailbox = "b@x.test"\ncolour = "red"\n', "unknown key [oauth.bob] colour"),
         ('[oauth.g]\nprovider = "google"\nmode = "oauth-app"\nclient_secret_file = "/s"\n', "Microsoft 365 only"),
