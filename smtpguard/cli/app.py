@@ -28,7 +28,7 @@ def known_error(exc: BaseException) -> str | None:
     """The one line for an error a user can fix, None for a bug."""
     from smtpguard.cli.options import Failure
     from smtpguard.config import ConfigError
-    from smtpguard.service import InvalidInput
+    from smtpguard.inputs import InvalidInput
     from smtpguard.suppression.addresses import AddressError
     from smtpguard.suppression.formats import ImportFormatError
     from smtpguard.suppression.store import StoreError

@@ -10,7 +10,7 @@ from smtpguard.cli.app import Command, token_app
 from smtpguard.cli.options import Output, fail, on_list, run
 from smtpguard.cli.output import Rows
 from smtpguard.config import Settings
-from smtpguard.service import check_user_name
+from smtpguard.inputs import check_user_name
 from smtpguard.suppression.store import Token, connect
 
 NameArg = Annotated[str, typer.Argument(help="A name for the token (who or what uses it).", metavar="NAME")]

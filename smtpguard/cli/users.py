@@ -10,7 +10,8 @@ import typer
 from smtpguard.cli.app import Command, user_app
 from smtpguard.cli.options import ConfigOpt, DbOpt, JsonOpt, NlOpt, Output, fail, output, run, settings_for
 from smtpguard.cli.output import Rows
-from smtpguard.service import User, check_sender_address, check_user_name, open_service
+from smtpguard.inputs import check_sender_address, check_user_name
+from smtpguard.service import User, open_service
 from smtpguard.suppression.store.base import WEB_ROLES
 
 NameArg = Annotated[str, typer.Argument(help="Login name.", metavar="NAME")]

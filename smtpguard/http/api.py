@@ -17,16 +17,8 @@ from pydantic import BaseModel, Field
 
 from smtpguard.http.auth import Caller, Reader, Writer
 from smtpguard.http.views import list_of, view
-from smtpguard.service import (
-    AddResult,
-    CheckResult,
-    ImportResult,
-    InvalidInput,
-    RemoveResult,
-    Service,
-    StatsResult,
-    parse_date,
-)
+from smtpguard.inputs import InvalidInput, parse_date
+from smtpguard.service import AddResult, CheckResult, ImportResult, RemoveResult, Service, StatsResult
 from smtpguard.suppression.formats import ImportFormatError
 from smtpguard.suppression.store import Event, Store, utc_now
 from smtpguard.sync.sync import SyncRefused, sync_source

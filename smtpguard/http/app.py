@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from smtpguard.service import InvalidInput
+from smtpguard.inputs import InvalidInput
 from smtpguard.suppression.store import Store, StoreError
 from smtpguard.sync.replay import ReplayCache
 from smtpguard.sync.webhooks import WebhookSource

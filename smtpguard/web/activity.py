@@ -9,7 +9,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from smtpguard.service import InvalidInput, Service, parse_date
+from smtpguard.inputs import InvalidInput, parse_date
+from smtpguard.service import Service
 from smtpguard.suppression.store import Event
 
 MAX_EVENTS = 10_000

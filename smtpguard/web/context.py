@@ -18,7 +18,8 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from smtpguard.service import InvalidInput, Service
+from smtpguard.inputs import InvalidInput
+from smtpguard.service import Service
 from smtpguard.suppression.store import StoreError
 from smtpguard.suppression.store.base import WebRole
 from smtpguard.web.i18n import LANG_COOKIE, pick_language, translator

@@ -20,7 +20,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smtpguard.service import ImportResult, InvalidInput, Service
+from smtpguard.inputs import InvalidInput
+from smtpguard.service import ImportResult, Service
 from smtpguard.suppression.formats import (
     SAMPLE_BYTES,
     ImportFormatError,

@@ -18,7 +18,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
-from smtpguard.service import InvalidInput, Service, open_service
+from smtpguard.inputs import InvalidInput
+from smtpguard.service import Service, open_service
 from smtpguard.suppression.formats import ImportFormatError
 from smtpguard.suppression.store import EntryRow, Event
 from smtpguard.web import activity

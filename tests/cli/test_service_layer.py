@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from smtpguard.config import Settings, StoreSettings
-from smtpguard.service import AddResult, CheckResult, InvalidInput, RemoveResult, User, open_service
+from smtpguard.inputs import InvalidInput
+from smtpguard.service import AddResult, CheckResult, RemoveResult, User, open_service
 from smtpguard.suppression.store import StoreError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
