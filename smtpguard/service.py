@@ -253,15 +253,11 @@ class Service:
 
         expiry = parse_date(expires, "--expires")
 
-        def guard(current: int, removing: int, after: int) -> None:
-            if not force:
-                DropGuard().check(source, current, removing, after)
-
         try:
             with recoded(path, encoding, delimiter) as readable:
                 done = await replace_from_file(
                     self.store, readable, source=source, reason=reason, expires=expiry, column=column,
-                    commit=not dry_run, guard=guard, progress=progress,
+                    commit=not dry_run, guard=None if force else DropGuard().for_source(source), progress=progress,
                 )  # fmt: skip
         except SyncRefused as exc:
             text = str(exc).replace("the fetch would", "the file would").replace("Force the sync", "Add --force")

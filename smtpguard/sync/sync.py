@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from smtpguard.suppression.addresses import AddressError, Entry, MatchRules, address_key, parse_entry
-from smtpguard.suppression.store import EntryRow, Store, utc_now, utc_today
+from smtpguard.suppression.store import EntryRow, Store, utc_now
+from smtpguard.suppression.store.base import SourceGuard
 from smtpguard.sync.connectors import Connector, Http
 from smtpguard.sync.replay import ReplayCache
 from smtpguard.sync.webhooks import WebhookEvent, WebhookRequest, WebhookSource, receive
@@ -52,6 +53,10 @@ class DropGuard:
                 "Force the sync to accept it."
             )
 
+    def for_source(self, source: str) -> SourceGuard:
+        """This guard as the store's `replace_source` calls it."""
+        return lambda current, removing, after: self.check(source, current, removing, after)
+
 
 @dataclass(frozen=True, slots=True)
 class SyncResult:
@@ -61,18 +66,6 @@ class SyncResult:
     unchanged: int = 0
     elsewhere: int = 0  # wanted, but already on the list under another source (left as it is)
     invalid: list[str] = field(default_factory=list)  # fetched values that are not addresses
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """What a sync will do, computed off the event loop."""
-
-    wanted: int
-    add: list[EntryRow]
-    remove: list[str]
-    renew: list[str]  # expired entries of this source that are wanted again
-    unchanged: int
-    invalid: list[str]
 
 
 def _wanted(values: Iterable[str], rules: MatchRules) -> tuple[dict[str, Entry], list[str]]:
@@ -88,23 +81,12 @@ def _wanted(values: Iterable[str], rules: MatchRules) -> tuple[dict[str, Entry],
     return wanted, invalid
 
 
-def plan_sync(
-    source: str,
-    current: Sequence[EntryRow],
-    values: Iterable[str],
-    rules: MatchRules,
-    *,
-    today: str,
-    now: str,
-    reason: str = SYNC_REASON,
-) -> Plan:
+def wanted_rows(
+    source: str, values: Iterable[str], rules: MatchRules, *, now: str, reason: str = SYNC_REASON
+) -> tuple[list[EntryRow], list[str]]:
+    """The entries `values` ask for (one per key), and the values that are not addresses."""
     wanted, invalid = _wanted(values, rules)
-    active = {e.key for e in current if e.active(today)}
-    expired = {e.key for e in current} - active
-    add = [EntryRow(k, e.kind, e.original, source, reason, now, None) for k, e in wanted.items() if k not in active]
-    remove = sorted(k for k in active | expired if k not in wanted)
-    renew = sorted(k for k in expired if k in wanted)
-    return Plan(len(wanted), add, remove, renew, len(active & wanted.keys()), invalid)
+    return [EntryRow(k, e.kind, e.original, source, reason, now, None) for k, e in wanted.items()], invalid
 
 
 async def sync_source(
@@ -117,30 +99,20 @@ async def sync_source(
     guard: DropGuard | None = None,
     reason: str = SYNC_REASON,
 ) -> SyncResult:
-    """Make the entries of `source` exactly `values` (addresses or domains).
+    """Make the entries of `source` exactly `values` (addresses or domains), in one transaction.
 
     Raises SyncRefused (nothing changed) when the drop guard trips and not
-    `force`.  New entries are written before old ones are removed: an address
-    that stays wanted is never off the list, even for a moment.
+    `force`. An expired entry wanted again is replaced, so it blocks again.
     """
-    current = [e async for e in store.entries(source=source)]
-    values = list(values)
-    plan = await asyncio.to_thread(
-        plan_sync, source, current, values, rules, today=utc_today(), now=utc_now(), reason=reason
-    )
-    if not force:
-        (guard or DropGuard()).check(source, len(current), len(plan.remove), plan.wanted)
-    if plan.renew:  # not blocking now (expired), so removing them first opens no gap
-        await store.remove(plan.renew)
-    result = await store.add_entries(plan.add)
-    removed = await store.remove(plan.remove) if plan.remove else []
+    rows, invalid = await asyncio.to_thread(wanted_rows, source, list(values), rules, now=utc_now(), reason=reason)
+    diff = await store.replace_source(source, rows, guard=None if force else (guard or DropGuard()).for_source(source))
     return SyncResult(
         source,
-        added=result.added,
-        removed=len(removed),
-        unchanged=plan.unchanged,
-        elsewhere=result.duplicates,
-        invalid=plan.invalid,
+        added=len(diff.added),
+        removed=len(diff.removed),
+        unchanged=diff.unchanged,
+        elsewhere=diff.elsewhere,
+        invalid=invalid,
     )
 
 
