@@ -352,3 +352,23 @@ async def test_refused_tokens_and_a_refused_app_are_temporary_and_say_what_to_do
     assert up.refused == 2  # the token, then once more after a forced refresh
     assert isinstance(refused_app, aiosmtplib.SMTPResponseException) and refused_app.code == 454
     assert "invalid_client" in refused_app.message and up.delivered == []
+
+
+def test_user_add_refuses_an_app_only_user_without_a_sender_binding(tmp_path: Path, idp: StubIdP, certs: Certs) -> None:
+    """carol sends with the app-only credential: `user add` says at once that she needs --address."""
+    path = write_config(tmp_path, idp, certs)
+    r = CliRunner().invoke(app, ["user", "add", "carol", "--password-stdin", "--config", str(path)], input="pw\n")
+    assert r.exit_code == 2 and "give the addresses carol may send from with --address" in r.output
+    code, _ = cli("user", "list", "--config", str(path))
+    assert code == 0
+    r = CliRunner().invoke(
+        app, ["user", "add", "carol", "--password-stdin", "--address", "carol@contoso.test", "--config", str(path)],
+        input="pw\n",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    code, out = cli("user", "add", "carol", "--any-sender", "--config", str(path))
+    assert code == 2 and "--address" in out
+    code, out = cli("user", "list", "--config", str(path))
+    assert "carol@contoso.test" in out  # the binding was kept
+    r = CliRunner().invoke(app, ["user", "add", "alice", "--password-stdin", "--config", str(path)], input="pw\n")
+    assert r.exit_code == 0, r.output  # alice signs in as herself (oauth): no binding needed
