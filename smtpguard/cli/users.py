@@ -61,7 +61,7 @@ def user_add(
     # The app-only credential lets its user send as anyone, so the relay only sends
     # for them with a sender binding (553 at MAIL otherwise): say so now, not then.
     app_only = settings.server.auth == "local" and settings.credentials.kind_for(name, settings.oauth) == "oauth-app"
-    if app_only and (any_sender or not (addresses or run(bound))):
+    if app_only and (any_sender or not (bool(addresses) or run(bound))):
         fail(
             f"{name} sends with the app-only Microsoft 365 credential ([credentials]), which could send as anyone: "
             f"give the addresses {name} may send from with --address (the relay refuses their mail otherwise)"
