@@ -1,3 +1,5 @@
+"""`python -m smtpguard`: the same command as `smtpguard`."""
+
 from smtpguard.cli import main
 
 main()

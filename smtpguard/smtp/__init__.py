@@ -1,0 +1,1 @@
+"""The SMTP side: the client session (aiosmtpd), each recipient's verdict, and the upstream link."""
