@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,15 @@ from smtpguard.suppression.addresses import MatchRules, parse_entry
 from smtpguard.suppression.store import EntryRow, open_store
 
 from .smtp_fixtures import Certs, StartedRelays, Upstream, relay_settings, start_upstream
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_restored() -> Iterator[None]:
+    """A command run in-process (CliRunner) points logging at its own, soon closed, stderr: undo it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
 
 
 @pytest.fixture(scope="session")

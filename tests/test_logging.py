@@ -25,10 +25,7 @@ BODY = b"From: alice@corp.example\r\nSubject: offer\r\n\r\nBODY-MARKER-7f3a conf
 
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:], root.level = handlers, level
+    yield  # the root logger is restored by conftest's autouse fixture; setup_logging also quiets mail.log
     logging.getLogger("mail.log").setLevel(logging.NOTSET)
 
 
