@@ -15,7 +15,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smtpguard.smtp.spool import Outcome, Spool, receive
+from smtpguard.smtp.spool import Outcome, Spool, _has_long_line, receive
 from smtpguard.smtp.stream import Stuffer
 
 from .conftest import RelayFactory
@@ -225,3 +225,14 @@ def test_spool_without_its_directory_uses_the_systems(tmp_path: Path) -> None:
     assert spool.on_disk and spool.failed is None
     assert bytes(spool.head) + b"".join(spool.body()) == b"Subject: x\r\n\r\n" + b"y" * 100
     spool.close()
+
+
+@given(
+    st.lists(st.sampled_from([b"\r\n", b"\r", b"\n", b"a", b"b" * 7, b"c" * 30]), max_size=60),
+    st.integers(min_value=2, max_value=50),
+)
+def test_long_line_check_matches_splitting(atoms: list[bytes], limit: int) -> None:
+    """The line-length hop agrees with measuring every line (aiosmtpd's way), on whole CRLF-ended lines."""
+    lines = b"".join(atoms) + b"\r\n"
+    longest = max(map(len, lines.split(b"\r\n"))) + 2
+    assert _has_long_line(lines, limit) == (longest > limit)
