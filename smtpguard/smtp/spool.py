@@ -185,9 +185,11 @@ class _Data:
             self._refuse(self._first_refusal(complete))
         self.counted = counted
         if self.outcome is Outcome.OK and complete:
-            if complete[:1] == b".":
-                complete = complete[1:]
-            self.spool.write(complete.replace(b"\r\n.", b"\r\n"))
+            if b"." in complete:  # memchr: an attachment's base64 has no dot to unstuff
+                if complete[:1] == b".":
+                    complete = complete[1:]
+                complete = complete.replace(b"\r\n.", b"\r\n")
+            self.spool.write(complete)
             if self.spool.failed is not None:
                 self._refuse(Outcome.NO_SPACE)
         return last

@@ -37,9 +37,11 @@ class Stuffer:
         crlf = piece.count(b"\r\n")
         if piece.count(b"\r") != crlf or piece.count(b"\n") != crlf:
             piece = _LINE_ENDINGS.sub(b"\r\n", piece)
-        out = piece.replace(b"\n.", b"\n..")
-        if self._line_start and out[:1] == b".":
-            out = b"." + out
+        out = piece
+        if b"." in out:  # memchr: an attachment's base64 has no dot to stuff
+            out = out.replace(b"\n.", b"\n..")
+            if self._line_start and out[:1] == b".":
+                out = b"." + out
         self._line_start = self._ends_crlf = out.endswith(b"\n")
         return out
 
