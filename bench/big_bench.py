@@ -195,7 +195,9 @@ class Figures:
     cpu_one_ms: float  # the relay's CPU time (user + system) for one message
     after_upstream_ms: float  # the client's 250 came this long after the upstream's (negative: before it)
     same_bytes: bool  # the upstream got exactly what the client sent
-    step_ms: float = 0.0  # the relay's longest loop step (CPU time) while the big message went through
+    step_ms: float  # the relay's longest loop step (CPU time) while the big messages went through
+    wait_ms: float  # its longest wait for a CPU (runnable, not running) between two ticks of its loop
+    waited_share: float  # the share of that time it spent waiting for a CPU
 
 
 def noop_latency(port: int, body: bytes | None, idle_for: float = 0.0) -> tuple[list[float], float]:
@@ -278,7 +280,7 @@ def measure(code: Path | None, args: argparse.Namespace, sink: Sink, work: Path)
             replies = send_all(port, body, args.concurrent)
         assert all(r.startswith(b"250") for r in replies), replies
     q = statistics.quantiles(times, n=100, method="inclusive")
-    steps = longest_steps(work / "steps.txt", window, window_end)  # before the next relay writes the file again
+    step, wait, waited = longest_steps(work / "steps.txt", window, window_end)  # before the next relay rewrites it
     after, same = after_upstream(code, args, work, body)
     return Figures(
         idle_p99_ms=p99(idle_times),
@@ -292,7 +294,9 @@ def measure(code: Path | None, args: argparse.Namespace, sink: Sink, work: Path)
         cpu_one_ms=1000 * cpu,
         after_upstream_ms=after,
         same_bytes=same,
-        step_ms=steps,
+        step_ms=step,
+        wait_ms=wait,
+        waited_share=waited / (1000 * (window_end - window)),
     )
 
 
@@ -314,28 +318,33 @@ def after_upstream(code: Path | None, args: argparse.Namespace, work: Path, body
     return 1000 * (got - replied), digest == hashlib.sha256(body[: -len(b".\r\n")]).hexdigest()
 
 
-# Run in the relay's process: a 1 ms ticker on its loop notes the CPU time its
-# thread spent between two ticks (the longest loop step, whatever the machine's
-# scheduler does to the process), with the monotonic time, into a file at exit.
+# Run in the relay's process: a 1 ms ticker on its loop notes, between two
+# ticks, the CPU time its thread spent (the longest loop step: the relay's own
+# doing) and the time it spent runnable but waiting for a CPU (the machine's:
+# /proc schedstat), with the monotonic time, into a file at exit.
 _MONITOR = """
 import asyncio, atexit, time
 _steps = []
 class _Policy(asyncio.DefaultEventLoopPolicy):
     def new_event_loop(self):
         loop = super().new_event_loop()
-        last = [time.thread_time()]
+        stat = open("/proc/thread-self/schedstat", "rb", buffering=0)
+        def waited():
+            stat.seek(0)
+            return int(stat.read().split()[1]) / 1e9
+        last = [time.thread_time(), waited()]
         def tick():
-            now = time.thread_time()
-            if now - last[0] > 0.0005:
-                _steps.append((time.monotonic(), now - last[0]))
-            last[0] = now
+            now, wait = time.thread_time(), waited()
+            if now - last[0] > 0.0005 or wait - last[1] > 0.0005:
+                _steps.append((time.monotonic(), now - last[0], wait - last[1]))
+            last[:] = now, wait
             loop.call_later(0.001, tick)
         loop.call_soon(tick)
         return loop
 asyncio.set_event_loop_policy(_Policy())
 def _dump():
     with open(MONITOR_FILE, "w") as fh:
-        fh.writelines(f"{t} {d}\\n" for t, d in _steps)
+        fh.writelines(f"{t} {d} {w}\\n" for t, d, w in _steps)
 atexit.register(_dump)
 """
 
@@ -350,14 +359,15 @@ def _command(code: Path | None, monitor: Path | None = None) -> list[str]:
     return [sys.executable, "-c", boot]
 
 
-def longest_steps(monitor: Path, start: float, end: float) -> float:
-    """The longest loop step (CPU ms) of the relay between `start` and `end` (monotonic)."""
-    longest = 0.0
+def longest_steps(monitor: Path, start: float, end: float) -> tuple[float, float, float]:
+    """Between `start` and `end` (monotonic), the relay's longest loop step (CPU ms), its longest wait
+    for a CPU between two ticks (ms) and its whole wait for a CPU (ms)."""
+    step = wait = waited = 0.0
     for line in monitor.read_text().splitlines():
-        t, d = map(float, line.split())
+        t, d, w = map(float, line.split())
         if start <= t <= end + 0.1:
-            longest = max(longest, 1000 * d)
-    return longest
+            step, wait, waited = max(step, 1000 * d), max(wait, 1000 * w), waited + 1000 * w
+    return step, wait, waited
 
 
 def extract(rev: str, into: Path) -> Path:
@@ -401,7 +411,8 @@ def show(results: list[tuple[str, Figures]], args: argparse.Namespace) -> bool:
     for name, f in results:
         print(
             f"{name}: one {args.size_mib} MiB message {f.seconds_one:.2f} s, relay CPU {f.cpu_one_ms:.0f} ms;"
-            f" longest loop step {f.step_ms:.1f} ms CPU",
+            f" longest loop step {f.step_ms:.1f} ms CPU; beside the NOOPs it waited for a CPU"
+            f" {100 * f.waited_share:.0f}% of the time, {f.wait_ms:.1f} ms at the longest (the machine's load)",
             flush=True,
         )
     rows = [targets(f, args) for _, f in results]

@@ -126,8 +126,17 @@ class Spool:
     def close(self) -> None:
         file, self._file = self._file, None
         if file is not None:
-            file.close()
+            _close_aside(file)
         self._memory = bytearray()
+
+
+def _close_aside(file: BinaryIO) -> None:
+    """Close the spool file in a worker thread when a loop runs: the last close of an
+    unlinked file frees its pages and blocks, ~2.5 ms of the loop's time for 25 MiB."""
+    try:
+        asyncio.get_running_loop().run_in_executor(None, file.close)
+    except RuntimeError:  # no loop running, or its executor already shut down (the relay stopping)
+        file.close()
 
 
 async def receive(reader: asyncio.StreamReader, spool: Spool, *, size_limit: int | None, line_limit: int) -> Outcome:
