@@ -49,7 +49,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from relay_bench import Sink, process_cpu, stop_process, wait_port  # noqa: E402  (bench/ is the script's folder)
+from loop_monitor import longest_steps, relay_command  # noqa: E402  (bench/ is the script's folder)
+from relay_bench import Sink, process_cpu, stop_process, wait_port  # noqa: E402
+from slow_upstream import SlowUpstream  # noqa: E402
 
 from tests.interop.mta import LOOPBACK, free_port  # noqa: E402
 
@@ -143,55 +145,6 @@ def send_all(port: int, body: bytes, count: int) -> list[bytes]:
     return replies
 
 
-class SlowUpstream:
-    """An upstream of the bench's own that holds its reply to the final dot for `hold` seconds.
-
-    It notes when it answered 250 and a digest of the data it got: the
-    relay's own 250 must reach the client after that, for the same bytes.
-    """
-
-    def __init__(self, hold: float) -> None:
-        self.hold = hold
-        self.server = socket.create_server((LOOPBACK, 0))
-        self.port = int(self.server.getsockname()[1])
-        self.replied: list[tuple[float, str]] = []  # (monotonic time of its 250, sha256 of the data)
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return  # closed
-            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
-
-    def _session(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rb") as lines:
-            conn.sendall(b"220 slow.test ESMTP\r\n")
-            while line := lines.readline():
-                verb = line[:4].upper()
-                if verb == b"EHLO":
-                    conn.sendall(b"250-slow.test\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 1073741824\r\n")
-                elif verb == b"DATA":
-                    conn.sendall(b"354 go on\r\n")
-                    digest = hashlib.sha256()
-                    while (line := lines.readline()) != b".\r\n":
-                        if not line:
-                            return
-                        digest.update(line)
-                    time.sleep(self.hold)
-                    self.replied.append((time.monotonic(), digest.hexdigest()))
-                    conn.sendall(b"250 2.0.0 queued\r\n")
-                elif verb == b"QUIT":
-                    conn.sendall(b"221 bye\r\n")
-                    return
-                else:
-                    conn.sendall(b"250 ok\r\n")
-
-    def close(self) -> None:
-        self.server.close()
-
-
 @dataclass
 class Figures:
     idle_p99_ms: float  # the same probe with nothing else going on: the machine's own noise
@@ -248,7 +201,9 @@ def relay(code: Path | None, args: argparse.Namespace, work: Path, upstream: int
     db, cfg, port = work / "list.db", work / "smtpguard.toml", free_port()
     if db.exists():
         db.unlink()
-    subprocess.run([*_command(code), "add", "nobody@blocked.example", "--db", str(db)], check=True, capture_output=True)
+    subprocess.run(
+        [*relay_command(code), "add", "nobody@blocked.example", "--db", str(db)], check=True, capture_output=True
+    )
     cfg.write_text(
         f'[server]\nlisten = "{LOOPBACK}:{port}"\nauth = "none"\ntrusted_networks = ["127.0.0.0/8"]\n'
         f"max_message_size = {(args.size_mib + 8) * MiB}\n"
@@ -256,7 +211,7 @@ def relay(code: Path | None, args: argparse.Namespace, work: Path, upstream: int
         f'[store]\npath = "{db}"\n'
     )
     with (work / "relay.log").open("ab") as log:
-        command = [*_command(code, work / "steps.txt"), "serve", "--config", str(cfg)]
+        command = [*relay_command(code, work / "steps.txt"), "serve", "--config", str(cfg)]
         proc = subprocess.Popen(command, stdout=log, stderr=log)
     try:
         wait_port(port, lambda: proc.poll() is None, "smtpguard serve")
@@ -326,58 +281,6 @@ def after_upstream(code: Path | None, args: argparse.Namespace, work: Path, body
     assert reply.startswith(b"250"), reply
     [(replied, digest)] = upstream.replied
     return 1000 * (got - replied), digest == hashlib.sha256(body[: -len(b".\r\n")]).hexdigest()
-
-
-# Run in the relay's process: a 1 ms ticker on its loop notes, between two
-# ticks, the CPU time its thread spent (the longest loop step: the relay's own
-# doing) and the time it spent runnable but waiting for a CPU (the machine's:
-# /proc schedstat), with the monotonic time, into a file at exit.
-_MONITOR = """
-import asyncio, atexit, time
-_steps = []
-class _Policy(asyncio.DefaultEventLoopPolicy):
-    def new_event_loop(self):
-        loop = super().new_event_loop()
-        stat = open("/proc/thread-self/schedstat", "rb", buffering=0)
-        def waited():
-            stat.seek(0)
-            return int(stat.read().split()[1]) / 1e9
-        last = [time.thread_time(), waited()]
-        def tick():
-            now, wait = time.thread_time(), waited()
-            if now - last[0] > 0.0005 or wait - last[1] > 0.0005:
-                _steps.append((time.monotonic(), now - last[0], wait - last[1]))
-            last[:] = now, wait
-            loop.call_later(0.001, tick)
-        loop.call_soon(tick)
-        return loop
-asyncio.set_event_loop_policy(_Policy())
-def _dump():
-    with open(MONITOR_FILE, "w") as fh:
-        fh.writelines(f"{t} {d} {w}\\n" for t, d, w in _steps)
-atexit.register(_dump)
-"""
-
-
-def _command(code: Path | None, monitor: Path | None = None) -> list[str]:
-    boot = "import sys\n"
-    if code is not None:
-        boot += f"sys.path.insert(0, {str(code)!r})\n"
-    if monitor is not None:
-        boot += _MONITOR.replace("MONITOR_FILE", repr(str(monitor)))
-    boot += "sys.argv[0] = 'smtpguard'\nfrom smtpguard.cli import main\nmain()\n"
-    return [sys.executable, "-c", boot]
-
-
-def longest_steps(monitor: Path, start: float, end: float) -> tuple[float, float, float]:
-    """Between `start` and `end` (monotonic), the relay's longest loop step (CPU ms), its longest wait
-    for a CPU between two ticks (ms) and its whole wait for a CPU (ms)."""
-    step = wait = waited = 0.0
-    for line in monitor.read_text().splitlines():
-        t, d, w = map(float, line.split())
-        if start <= t <= end + 0.1:
-            step, wait, waited = max(step, 1000 * d), max(wait, 1000 * w), waited + 1000 * w
-    return step, wait, waited
 
 
 def extract(rev: str, into: Path) -> Path:
