@@ -91,6 +91,30 @@ async def test_25_mib_arrives_byte_identical(make_relay: RelayFactory, upstream:
     assert await _spool_closed(relay.ctx.settings.store.path.parent)
 
 
+async def test_streamed_message_refused_upstream_is_refused_to_the_client(
+    make_relay: RelayFactory, upstream: Upstream
+) -> None:
+    """A spooled, streamed message the upstream refuses after its dot: the client hears the refusal, never 250."""
+    upstream.data_reply = "554 5.6.0 Content refused"
+    relay = await make_relay()
+    state_dir = relay.ctx.settings.store.path.parent
+    raw = await Raw.open(relay)
+    await _open_data(raw)
+    raw.writer.write(_stuffed(_big_message(4 * MiB)) + b".\r\n")
+    reply = (await asyncio.wait_for(raw.reader.readline(), 120)).decode()
+    assert reply.startswith("554 5.6.0 Content refused"), reply
+    assert upstream.received == []
+    upstream.data_reply = None
+    await _open_data(raw)  # the session goes on: the next message is relayed
+    raw.writer.write(_stuffed(_big_message(1 * MiB)) + b".\r\n")
+    reply = (await asyncio.wait_for(raw.reader.readline(), 120)).decode()
+    assert reply.startswith("250 "), reply
+    await raw.close()
+    [got] = upstream.received
+    assert got.content == _big_message(1 * MiB)
+    assert await _spool_closed(state_dir)
+
+
 async def test_client_vanishing_mid_data_leaves_nothing(
     make_relay: RelayFactory, upstream: Upstream, tmp_path: Path
 ) -> None:
