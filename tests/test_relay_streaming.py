@@ -15,7 +15,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smtpguard.smtp.spool import Outcome, Spool, receive
+from smtpguard.smtp.spool import Outcome, Spool, _has_long_line, receive
 from smtpguard.smtp.stream import Stuffer
 
 from .conftest import RelayFactory
@@ -54,6 +54,15 @@ def _spool_fds(directory: Path) -> list[str]:
     return found
 
 
+async def _spool_closed(directory: Path) -> bool:
+    """Whether the spool files in `directory` are closed within a few seconds (closed by a worker thread)."""
+    for _ in range(200):
+        if not _spool_fds(directory):
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
 async def _open_data(relay_port_raw: Raw) -> None:
     raw = relay_port_raw
     assert (await raw.cmd("MAIL FROM:<zoé@exämple.test> SMTPUTF8 BODY=8BITMIME")).startswith("250")
@@ -79,7 +88,31 @@ async def test_25_mib_arrives_byte_identical(make_relay: RelayFactory, upstream:
     [got] = upstream.received
     assert got.mail_from == "zoé@exämple.test" and got.rcpt_tos == ["bob@ok.example"]
     assert len(got.content) == len(message) and got.content == message
-    assert _spool_fds(relay.ctx.settings.store.path.parent) == []
+    assert await _spool_closed(relay.ctx.settings.store.path.parent)
+
+
+async def test_streamed_message_refused_upstream_is_refused_to_the_client(
+    make_relay: RelayFactory, upstream: Upstream
+) -> None:
+    """A spooled, streamed message the upstream refuses after its dot: the client hears the refusal, never 250."""
+    upstream.data_reply = "554 5.6.0 Content refused"
+    relay = await make_relay()
+    state_dir = relay.ctx.settings.store.path.parent
+    raw = await Raw.open(relay)
+    await _open_data(raw)
+    raw.writer.write(_stuffed(_big_message(4 * MiB)) + b".\r\n")
+    reply = (await asyncio.wait_for(raw.reader.readline(), 120)).decode()
+    assert reply.startswith("554 5.6.0 Content refused"), reply
+    assert upstream.received == []
+    upstream.data_reply = None
+    await _open_data(raw)  # the session goes on: the next message is relayed
+    raw.writer.write(_stuffed(_big_message(1 * MiB)) + b".\r\n")
+    reply = (await asyncio.wait_for(raw.reader.readline(), 120)).decode()
+    assert reply.startswith("250 "), reply
+    await raw.close()
+    [got] = upstream.received
+    assert got.content == _big_message(1 * MiB)
+    assert await _spool_closed(state_dir)
 
 
 async def test_client_vanishing_mid_data_leaves_nothing(
@@ -99,10 +132,10 @@ async def test_client_vanishing_mid_data_leaves_nothing(
     assert _spool_fds(state_dir), "the spool never went to a file in the state directory"
     raw.writer.transport.abort()
     for _ in range(200):
-        if not _spool_fds(state_dir) and not relay.ctx.sessions:
+        if not relay.ctx.sessions:
             break
         await asyncio.sleep(0.02)
-    assert _spool_fds(state_dir) == []
+    assert await _spool_closed(state_dir)
     assert sorted(os.listdir(state_dir)) == before
     await asyncio.sleep(0.2)
     assert upstream.received == []
@@ -117,7 +150,7 @@ async def test_oversize_is_refused_while_reading(make_relay: RelayFactory, upstr
     await raw.writer.drain()
     await asyncio.sleep(0.3)
     # Past the limit: the spool is dropped at once, not kept until the end.
-    assert _spool_fds(state_dir) == []
+    assert await _spool_closed(state_dir)
     raw.writer.write(b".\r\n")
     reply = await raw.reply()
     assert reply.startswith("552 5.3.4 "), reply
@@ -225,3 +258,34 @@ def test_spool_without_its_directory_uses_the_systems(tmp_path: Path) -> None:
     assert spool.on_disk and spool.failed is None
     assert bytes(spool.head) + b"".join(spool.body()) == b"Subject: x\r\n\r\n" + b"y" * 100
     spool.close()
+
+
+@given(
+    st.lists(st.sampled_from([b"\r\n", b"\r", b"\n", b"a", b"b" * 7, b"c" * 30]), max_size=60),
+    st.integers(min_value=2, max_value=50),
+)
+def test_long_line_check_matches_splitting(atoms: list[bytes], limit: int) -> None:
+    """The line-length hop agrees with measuring every line (aiosmtpd's way), on whole CRLF-ended lines."""
+    lines = b"".join(atoms) + b"\r\n"
+    longest = max(map(len, lines.split(b"\r\n"))) + 2
+    assert _has_long_line(lines, limit) == (longest > limit)
+
+
+def test_spool_closed_by_a_worker_thread_or_at_once(tmp_path: Path) -> None:
+    """In a loop the spool file is closed off the loop's thread; once the loop's executor
+    is gone (the relay stopping) it is closed at once rather than left open."""
+
+    def spooled() -> Spool:
+        spool = Spool(tmp_path, memory_limit=10)
+        spool.write(b"Subject: x\r\n\r\n" + b"y" * 100)
+        assert spool.on_disk and _spool_fds(tmp_path)
+        return spool
+
+    async def run() -> None:
+        spooled().close()
+        assert await _spool_closed(tmp_path)
+        await asyncio.get_running_loop().shutdown_default_executor()
+        spooled().close()
+        assert _spool_fds(tmp_path) == []
+
+    asyncio.run(run())

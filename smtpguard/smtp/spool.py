@@ -126,8 +126,17 @@ class Spool:
     def close(self) -> None:
         file, self._file = self._file, None
         if file is not None:
-            file.close()
+            _close_aside(file)
         self._memory = bytearray()
+
+
+def _close_aside(file: BinaryIO) -> None:
+    """Close the spool file in a worker thread when a loop runs: the last close of an
+    unlinked file frees its pages and blocks, ~2.5 ms of the loop's time for 25 MiB."""
+    try:
+        asyncio.get_running_loop().run_in_executor(None, file.close)
+    except RuntimeError:  # no loop running, or its executor already shut down (the relay stopping)
+        file.close()
 
 
 async def receive(reader: asyncio.StreamReader, spool: Spool, *, size_limit: int | None, line_limit: int) -> Outcome:
@@ -180,14 +189,16 @@ class _Data:
         if self.outcome is Outcome.OK and (
             carry_long
             or (self.size_limit and counted > self.size_limit)
-            or (len(complete) > self.line_limit and self._longest(complete) > self.line_limit)
+            or (len(complete) > self.line_limit and _has_long_line(complete, self.line_limit))
         ):
             self._refuse(self._first_refusal(complete))
         self.counted = counted
         if self.outcome is Outcome.OK and complete:
-            if complete[:1] == b".":
-                complete = complete[1:]
-            self.spool.write(complete.replace(b"\r\n.", b"\r\n"))
+            if b"." in complete:  # memchr: an attachment's base64 has no dot to unstuff
+                if complete[:1] == b".":
+                    complete = complete[1:]
+                complete = complete.replace(b"\r\n.", b"\r\n")
+            self.spool.write(complete)
             if self.spool.failed is not None:
                 self._refuse(Outcome.NO_SPACE)
         return last
@@ -207,12 +218,22 @@ class _Data:
                 return Outcome.TOO_MUCH
         return Outcome.TOO_LONG
 
-    @staticmethod
-    def _longest(lines: bytes) -> int:
-        """The longest line of whole CRLF-ended lines, its CRLF counted (aiosmtpd's measure)."""
-        return max(map(len, lines.split(b"\r\n"))) + 2
-
     def _refuse(self, outcome: Outcome) -> None:
         if self.outcome is Outcome.OK:
             self.outcome = outcome
             self.spool.close()  # refused: nothing more is kept
+
+
+def _has_long_line(lines: bytes, limit: int) -> bool:
+    """Whether a CRLF-ended line of `lines` (whole lines) is longer than `limit`, its CRLF counted.
+
+    aiosmtpd's measure; hops from line start to the last CRLF within reach
+    rather than splitting every line (a piece holds hundreds of them).
+    """
+    start, end = 0, len(lines)
+    while end - start > limit:
+        cut = lines.rfind(b"\r\n", start, start + limit)
+        if cut < 0:
+            return True
+        start = cut + 2
+    return False

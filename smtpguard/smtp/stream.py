@@ -34,12 +34,16 @@ class Stuffer:
             piece, self._cr = piece[:-1], True
         if not piece:
             return b""
-        crlf = piece.count(b"\r\n")
-        if piece.count(b"\r") != crlf or piece.count(b"\n") != crlf:
+        # Line breaks (CRLF, lone CR and lone LF count one each) equal to both the
+        # CRs and the LFs: no lone one to normalize. Cheaper than counting CRLFs.
+        breaks = len(piece.splitlines()) - (piece[-1:] not in (b"\r", b"\n"))
+        if not breaks == piece.count(b"\r") == piece.count(b"\n"):
             piece = _LINE_ENDINGS.sub(b"\r\n", piece)
-        out = piece.replace(b"\n.", b"\n..")
-        if self._line_start and out[:1] == b".":
-            out = b"." + out
+        out = piece
+        if b"." in out:  # memchr: an attachment's base64 has no dot to stuff
+            out = out.replace(b"\n.", b"\n..")
+            if self._line_start and out[:1] == b".":
+                out = b"." + out
         self._line_start = self._ends_crlf = out.endswith(b"\n")
         return out
 
