@@ -25,6 +25,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 AuthMode = Literal["passthrough", "local", "none"]
 Security = Literal["starttls", "tls", "none"]
 PolicyMode = Literal["reject", "reject-message", "strip", "monitor"]
+EventLoop = Literal["auto", "asyncio", "uvloop"]
 
 
 class ConfigError(ValueError):
@@ -67,6 +68,9 @@ class ServerSettings:
     # Idle connections cost the attacker nothing: cap them (Postfix: smtpd_client_connection_count_limit = 50).
     max_connections: int = 1000
     max_connections_per_client: int = 50
+    # --- issue 15: processes and event loop (docs/performance.md) ---
+    workers: int = 1  # relay processes sharing the listeners; "auto" in the file = one per CPU
+    event_loop: EventLoop = "auto"  # "auto": uvloop when installed, else asyncio
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +290,31 @@ def _positive(value: float) -> float:
     return float(value)
 
 
+# --- [server] workers (issue 15) ---------------------------------------------
+MAX_WORKERS = 64
+
+
+def _workers(value: int | str) -> int:
+    """`workers = N` or "auto" (one per CPU the process may run on)."""
+    if value == "auto":
+        return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+    if isinstance(value, int) and 1 <= value <= MAX_WORKERS:
+        return value
+    raise ValueError(f'1-{MAX_WORKERS} or "auto"')
+
+
+def _check_workers(s: Settings, where: str) -> None:
+    """Several workers need a store they can all open: a file or PostgreSQL, never one process's memory."""
+    if s.server.workers > 1 and s.store.url is None and str(s.store.path) == ":memory:":
+        raise ConfigError(
+            f"{where}[server] workers = {s.server.workers} needs a shared list ([store] path to a file,"
+            " or [store] url); an in-memory store cannot be shared between processes: set workers = 1"
+        )
+
+
+# --- end [server] workers ------------------------------------------------------
+
+
 def _endpoints(value: str | list[str]) -> tuple[Endpoint, ...]:
     items = [value] if isinstance(value, str) else value
     if not all(isinstance(v, str) for v in items):
@@ -432,6 +461,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], _Parser]]] = {
         "timeout": (int, _int_range(5, 3600)),
         "max_connections": (int, _int_range(1, 1_000_000)),
         "max_connections_per_client": (int, _int_range(1, 1_000_000)),
+        "workers": ((int, str), _workers),
+        "event_loop": (str, _choice("auto", "asyncio", "uvloop")),
     },
     "upstream": {
         "host": (str, _hostname),
@@ -515,6 +546,8 @@ _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: 
 def _type_name(t: type | tuple[type, ...]) -> str:
     if t == (str, list):
         return "a string or a list"
+    if t == (int, str):
+        return 'a number or "auto"'
     if isinstance(t, tuple):
         return "a number"
     return _TYPE_NAMES.get(t, t.__name__)
@@ -604,6 +637,7 @@ def _check_together(s: Settings, where: str) -> None:
     if (s.http.tls_cert is None) != (s.http.tls_key is None):
         raise ConfigError(f"{where}[http] tls_cert and tls_key go together: set both or neither")
     _check_gateway(s.gateway, srv, where)
+    _check_workers(s, where)
 
 
 def _check_gateway(gw: GatewaySettings, srv: ServerSettings, where: str) -> None:
@@ -658,4 +692,5 @@ def load(config: Path | None = None, db: Path | None = None) -> Settings:
     db_path = db or (Path(os.environ["SMTPGUARD_DB"]) if os.environ.get("SMTPGUARD_DB") else None)
     if db_path is not None:
         settings = replace(settings, store=StoreSettings(db_path))
+        _check_workers(settings, f"config {path}: " if path else "config: ")  # --db :memory:
     return settings
