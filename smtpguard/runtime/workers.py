@@ -12,9 +12,13 @@ that forking a replacement worker is always safe; it speaks to systemd for
 all (READY, RELOADING, STOPPING, WATCHDOG: NotifyAccess=main), forwards
 SIGHUP and SIGTERM, and restarts a worker that dies, with a growing delay.
 
-Listening sockets: one per worker per listener, with SO_REUSEPORT, so the
-kernel spreads new connections evenly (a shared socket let whichever worker
-woke first take a burst of them; figures in docs/performance.md). While a
+Listening sockets: one per worker per listener, with SO_REUSEPORT: the
+kernel spreads new connections by hash, evenly (49-51% per worker over 6,000
+connections), whenever they arrive. One shared socket was measured too
+(docs/performance.md): as even for one connection per message and ~13%
+faster on a busy machine, but a burst of connections opened at once (an MTA
+opening its 10 reused sessions) all went to the worker that woke first,
+since an event loop accepts every pending connection in one go. While a
 worker restarts, its socket stays open in the supervisor: its share of new
 connections waits in the backlog for the replacement instead of failing.
 """
