@@ -61,18 +61,18 @@ class Role:
         return self.index == 1
 
 
-def _pinned(new: Settings, old: Settings) -> Settings:
-    """Worker processes keep the supervisor's sockets: listener addresses change at the next restart."""
-    same = replace(
+def pinned_listeners(new: Settings, old: Settings) -> Settings:
+    """Worker processes keep the supervisor's sockets: listener addresses (and workers) change at the next restart."""
+    srv, old_srv = new.server, old.server
+    if (srv.listen, srv.smtps_listen, new.gateway.listen) != (old_srv.listen, old_srv.smtps_listen, old.gateway.listen):
+        log.warning("reload: listener addresses changed; with [server] workers > 1 they change at the next restart")
+    if srv.workers != old_srv.workers:
+        log.warning("reload: [server] workers changed; it takes effect at the next restart")
+    return replace(
         new,
-        server=replace(new.server, listen=old.server.listen, smtps_listen=old.server.smtps_listen),
+        server=replace(srv, listen=old_srv.listen, smtps_listen=old_srv.smtps_listen, workers=old_srv.workers),
         gateway=replace(new.gateway, listen=old.gateway.listen),
     )
-    if same != new:
-        log.warning("reload: listener addresses changed; with [server] workers > 1 they change at the next restart")
-    if new.server.workers != old.server.workers:
-        log.warning("reload: [server] workers changed; it takes effect at the next restart")
-    return same
 
 
 class RelayRefused(Exception):
@@ -199,7 +199,7 @@ class Relay:
         """Apply new settings; re-bind listeners when their keys changed."""
         old = self.ctx.settings
         if self.inherited:
-            new = _pinned(new, old)
+            new = pinned_listeners(new, old)
         problems = relay_problems(new)
         if problems:
             raise RelayRefused("reload refused, keeping the running configuration: " + "; ".join(problems))

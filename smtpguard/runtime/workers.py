@@ -34,7 +34,7 @@ import socket
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from smtpguard import config
@@ -251,7 +251,7 @@ class Supervisor:
     def _exited(self, w: Worker, code: int) -> None:
         pid, was_ready, w.pid, w.ready = w.pid, w.ready, 0, False
         if self.stopping is not None:
-            if code != 0:
+            if code not in (0, -signal.SIGTERM):  # -SIGTERM: stopped before its handler was in place
                 log.error("worker %d stopped with exit code %d", w.index, code)
                 self.code = self.code or 1
             return
@@ -285,9 +285,10 @@ class Supervisor:
         if self.stopping is not None:
             return
         notify("RELOADING=1", monotonic_usec())
-        try:  # restarted workers start from the newest good configuration
-            new = config.load(self.config_path, self.db)
-            self.settings = replace(new, server=replace(new.server, workers=self.settings.server.workers))
+        try:  # restarted workers start from the newest good configuration, on the sockets bound at start
+            from smtpguard.runtime.server import pinned_listeners
+
+            self.settings = pinned_listeners(config.load(self.config_path, self.db), self.settings)
         except ConfigError:
             pass  # each worker logs why and keeps its configuration
         for w in self.workers:
