@@ -11,7 +11,7 @@ import os
 import re
 import signal
 import smtplib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,16 @@ from smtpguard.suppression.store import open_store
 from .conftest import add_entries
 from .relay_helpers import message
 from .smtp_fixtures import Certs, Upstream, raw_command
-from .test_service import ROOT, SMTPGUARD, free_port, refused_soon, write_config
+from .test_service import (
+    ROOT,
+    SMTPGUARD,
+    Notifications,
+    finish,
+    free_port,
+    refused_soon,
+    start_serve,
+    write_config,
+)
 
 BLOCKED = "jane.doe@example.com"
 _SERVED = re.compile(r"worker=(\d) session=(\d+) message .*message_id=<([^>@]+)@")
@@ -277,3 +286,37 @@ async def test_starttls_and_implicit_tls_on_every_worker(
     assert {served[f"tls{i}"][0] for i in range(0, 24, 2)} == {1, 2}  # STARTTLS, both workers
     assert {served[f"tls{i}"][0] for i in range(1, 24, 2)} == {1, 2}  # implicit TLS, both workers
     assert len(upstream.received) == 24
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[Notifications]:
+    n = Notifications(tmp_path / "notify.sock")
+    yield n
+    n.sock.close()
+
+
+async def test_systemd_hears_the_supervisor_for_all_workers(
+    tmp_path: Path, upstream: Upstream, certs: Certs, notify_socket: Notifications
+) -> None:
+    notifications = notify_socket
+    port = free_port()
+    cfg = write_config(tmp_path, port, upstream.port, certs, server="workers = 2")
+    await add_entries(tmp_path / "list.db", BLOCKED)
+    proc = await start_serve(cfg, notifications)  # NOTIFY_SOCKET set, as systemd does (NotifyAccess=main)
+    try:
+        ready = await notifications.until("READY")
+        assert "(2 workers)" in ready["STATUS"]  # once, when both are ready
+        _, done = await send(port, "notified")
+        assert done.startswith(b"250 ")
+        proc.send_signal(signal.SIGHUP)
+        assert "MONOTONIC_USEC" in await notifications.until("RELOADING")
+        assert (await notifications.until("READY"))["READY"] == "1"  # after both workers reloaded
+        proc.send_signal(signal.SIGTERM)
+        assert (await notifications.until("STOPPING"))["STOPPING"] == "1"
+        code, err = await finish(proc, timeout=40)
+        assert code == 0, err
+        assert err.count("reload: configuration applied") == 2, err
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
