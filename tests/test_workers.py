@@ -117,6 +117,20 @@ async def send(port: int, mid: str) -> tuple[bytes, bytes]:
         writer.close()
 
 
+async def rcpt_reply(port: int, address: str) -> bytes:
+    """The reply to RCPT TO:<address> in a session of its own."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"220")
+        assert (await raw_command(reader, writer, b"EHLO client.test")).startswith(b"250")
+        assert (await raw_command(reader, writer, b"MAIL FROM:<alice@corp.example>")).startswith(b"250")
+        reply = await raw_command(reader, writer, f"RCPT TO:<{address}>".encode())
+        await raw_command(reader, writer, b"QUIT")
+        return reply
+    finally:
+        writer.close()
+
+
 async def send_many(port: int, prefix: str, n: int) -> list[tuple[bytes, bytes]]:
     """`n` messages over `n` connections, a few at a time."""
     gate = asyncio.Semaphore(8)
@@ -320,3 +334,32 @@ async def test_systemd_hears_the_supervisor_for_all_workers(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_one_worker_watches_the_folder_and_every_worker_sees_the_import(
+    tmp_path: Path, upstream: Upstream, certs: Certs
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    port = free_port()
+    cfg = write_config(tmp_path, port, upstream.port, certs, server="workers = 2")
+    cfg.write_text(cfg.read_text() + f'\n[watch]\nfolder = "{inbox}"\ninterval = 0.2\n')
+    await add_entries(tmp_path / "list.db", BLOCKED)
+    serve = await start(cfg, tmp_path, port)
+    try:
+        await serve.until(r"watching .*inbox")
+        (inbox / "unsubs.csv").write_text("Email\ncarol@ok.example\n")
+        await serve.until(r"watch: imported unsubs\.csv")
+        codes = await asyncio.gather(*(rcpt_reply(port, "carol@ok.example") for _ in range(20)))
+        assert all(code.startswith(b"550 5.7.1") for code in codes), codes
+        assert await serve.stop() == 0, serve.text()
+    finally:
+        if serve.proc.returncode is None:
+            serve.proc.kill()
+            await serve.proc.wait()
+    log = serve.text()
+    assert re.findall(r"worker=(\d) watching", log) == ["1"]  # the folder has one watcher: worker 1
+    assert log.count("watch: imported unsubs.csv") == 1
+    refused_by = set(re.findall(r"worker=(\d) session=\d+ suppressed rcpt=<carol@ok.example>", log))
+    assert refused_by == {"1", "2"}  # the import reached both workers' lookups
+    assert (inbox / "done" / "unsubs.csv").exists()
