@@ -13,14 +13,14 @@ all (READY, RELOADING, STOPPING, WATCHDOG: NotifyAccess=main), forwards
 SIGHUP and SIGTERM, and restarts a worker that dies, with a growing delay.
 
 Listening sockets: one per worker per listener, with SO_REUSEPORT: the
-kernel spreads new connections by hash, evenly (49-51% per worker over 6,000
-connections), whenever they arrive. One shared socket was measured too
-(docs/performance.md): as even for one connection per message and ~13%
-faster on a busy machine, but a burst of connections opened at once (an MTA
-opening its 10 reused sessions) all went to the worker that woke first,
-since an event loop accepts every pending connection in one go. While a
-worker restarts, its socket stays open in the supervisor: its share of new
-connections waits in the backlog for the replacement instead of failing.
+kernel spreads new connections by hash (49-51% per worker over 6,000
+connections) whenever they arrive. One shared socket was measured too
+(docs/performance.md): ~13% faster on a busy machine, but a burst of
+connections opened together (12 TLS sessions in a test, an MTA's reused
+sessions) went to the worker that woke first, since an event loop accepts
+every pending connection at once. While a worker restarts, its socket
+stays open in the supervisor: its share of new connections waits in the
+backlog for the replacement instead of failing.
 """
 
 from __future__ import annotations
