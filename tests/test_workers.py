@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import smtplib
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -363,3 +364,13 @@ async def test_one_worker_watches_the_folder_and_every_worker_sees_the_import(
     refused_by = set(re.findall(r"worker=(\d) session=\d+ suppressed rcpt=<carol@ok.example>", log))
     assert refused_by == {"1", "2"}  # the import reached both workers' lookups
     assert (inbox / "done" / "unsubs.csv").exists()
+
+
+def test_event_loop_uvloop_without_uvloop_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from smtpguard.config import ConfigError
+    from smtpguard.runtime.loops import loop_factory
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if not installed: `import uvloop` raises ImportError
+    assert loop_factory("auto") is None and loop_factory("asyncio") is None  # auto falls back to asyncio
+    with pytest.raises(ConfigError, match=r'event_loop = "uvloop" but uvloop is not installed: pip install'):
+        loop_factory("uvloop")
