@@ -374,3 +374,35 @@ def test_event_loop_uvloop_without_uvloop_is_refused_in_one_line(monkeypatch: py
     assert loop_factory("auto") is None and loop_factory("asyncio") is None  # auto falls back to asyncio
     with pytest.raises(ConfigError, match=r'event_loop = "uvloop" but uvloop is not installed: pip install'):
         loop_factory("uvloop")
+
+
+async def test_reload_rebuilds_listeners_on_the_bound_sockets(tmp_path: Path, upstream: Upstream, certs: Certs) -> None:
+    port, moved = free_port(), free_port()
+    cfg = write_config(tmp_path, port, upstream.port, certs, server="workers = 2")
+    await add_entries(tmp_path / "list.db", BLOCKED)
+    serve = await start(cfg, tmp_path, port)
+    try:
+        # A new banner name (listeners rebuilt) and a new port (kept until a restart), in one reload.
+        cfg.write_text(cfg.read_text().replace("relay.test", "renamed.test").replace(f":{port}", f":{moved}"))
+        serve.proc.send_signal(signal.SIGHUP)
+        await serve.until(r"worker=\d reload: configuration applied", count=2)
+
+        async def banner() -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                return await asyncio.wait_for(reader.readline(), 10)
+            finally:
+                writer.close()
+
+        banners = await asyncio.gather(*(banner() for _ in range(30)))
+        assert all(b.startswith(b"220 renamed.test") for b in banners), banners
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", moved)
+        assert await serve.stop() == 0, serve.text()
+    finally:
+        if serve.proc.returncode is None:
+            serve.proc.kill()
+            await serve.proc.wait()
+    log = serve.text()
+    assert len(re.findall(r"worker=\d reload: listener addresses changed; .* next restart", log)) == 2
+    assert len(re.findall(r"worker=\d reload: listeners re-bound \(hostname changed\)", log)) == 2
