@@ -7,6 +7,7 @@ Which worker served a message is read from the relay's own log line for it
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -68,18 +69,26 @@ class Serve:
         return await asyncio.wait_for(self.proc.wait(), timeout)
 
 
-async def start(cfg: Path, tmp: Path, port: int, *, ready: bool = True) -> Serve:
+async def start(cfg: Path, tmp: Path, port: int, *, ready: bool = True, json: bool = False) -> Serve:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for name in ("SMTPGUARD_DB", "NOTIFY_SOCKET"):
         env.pop(name, None)
     log = tmp / "serve.log"
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
-            *SMTPGUARD, "serve", "--config", str(cfg), env=env, cwd=str(ROOT), stdout=out, stderr=out
+            *SMTPGUARD,
+            "serve",
+            "--config",
+            str(cfg),
+            *(["--log-format", "json"] if json else []),
+            env=env,
+            cwd=str(ROOT),
+            stdout=out,
+            stderr=out,
         )
     serve = Serve(proc, log, port)
     if ready:
-        await serve.until(r"worker=\d smtpguard ready", count=2)
+        await serve.until(r'"worker": \d' if json else r"worker=\d smtpguard ready", count=2)
     return serve
 
 
@@ -406,3 +415,24 @@ async def test_reload_rebuilds_listeners_on_the_bound_sockets(tmp_path: Path, up
     log = serve.text()
     assert len(re.findall(r"worker=\d reload: listener addresses changed; .* next restart", log)) == 2
     assert len(re.findall(r"worker=\d reload: listeners re-bound \(hostname changed\)", log)) == 2
+
+
+async def test_json_log_lines_carry_the_worker_as_a_key(tmp_path: Path, upstream: Upstream, certs: Certs) -> None:
+    port = free_port()
+    cfg = write_config(tmp_path, port, upstream.port, certs, server="workers = 2")
+    await add_entries(tmp_path / "list.db", BLOCKED)
+    serve = await start(cfg, tmp_path, port, json=True)
+    try:
+        await serve.until(r"smtpguard ready", count=2)
+        await send_many(port, "json", 20)
+        assert await serve.stop() == 0, serve.text()
+    finally:
+        if serve.proc.returncode is None:
+            serve.proc.kill()
+            await serve.proc.wait()
+    lines = [json.loads(line) for line in serve.text().splitlines() if line.startswith("{")]
+    relayed = [line for line in lines if str(line.get("message_id", "")).startswith("json")]
+    assert len(relayed) == 20 and {line["worker"] for line in relayed} == {1, 2}
+    assert all(not line["message"].startswith("worker=") for line in lines)  # a key, not text
+    sessions = [(line["worker"], line["session"]) for line in relayed]
+    assert len({sid for _, sid in sessions}) == 20
