@@ -1,7 +1,7 @@
 """Gateway throughput: messages per second through smtpguard's [gateway] listener, an MTA as the client.
 
     .venv/bin/python bench/gateway_bench.py [--messages 2000] [--recipients 5] [--sessions 10]
-        [--size 4096] [--entries 1000000] [--dir DIR] [--repeat 3] [--no-postfix]
+        [--size 4096] [--entries 1000000] [--dir DIR] [--repeat 3] [--no-postfix] [--workers N] [--event-loop L]
 
 Like bench/relay_bench.py (whose helpers it imports: the sink, the lists, the
 private before-queue Postfix, the measurement and the report), but the load is
@@ -37,6 +37,7 @@ from relay_bench import (  # bench/ is on sys.path when this file is run; it put
     parse_args,
     report,
     run_all,
+    server_keys,
     sink_and_list_config,
     start_baselines,
     start_smtpguard,
@@ -46,13 +47,14 @@ from relay_bench import (  # bench/ is on sys.path when this file is run; it put
 from tests.interop.mta import LOOPBACK, free_port
 
 
-def write_gateway_config(path: Path, port: int, gateway_port: int, sink_port: int, db: Path, secret: Path) -> None:
+def write_gateway_config(
+    path: Path, port: int, gateway_port: int, sink_port: int, db: Path, secret: Path, server: str = ""
+) -> None:
     secret.write_text(os.urandom(24).hex())
     path.write_text(
         "[server]\n"
         f'listen = "{LOOPBACK}:{port}"\n'
-        'auth = "none"\n'
-        "\n[gateway]\n"
+        'auth = "none"\n' + server + "\n[gateway]\n"
         f'listen = "{LOOPBACK}:{gateway_port}"\n'
         'networks = ["127.0.0.0/8"]\n'
         f'loop_secret_file = "{secret}"\n'
@@ -78,7 +80,7 @@ def main() -> int:
     try:
         postfix, targets, db = start_baselines(args, cache, work, sink)
         cfg, gateway_port = work / "smtpguard.toml", free_port()
-        write_gateway_config(cfg, free_port(), gateway_port, sink.port, db, work / "loop.secret")
+        write_gateway_config(cfg, free_port(), gateway_port, sink.port, db, work / "loop.secret", server_keys(args))
         relay, target = start_smtpguard(cfg, gateway_port, work)
         targets.append(target)
         runs, ok = run_all(args, targets, sink, work)

@@ -1,7 +1,7 @@
 """Relay throughput: delivered messages per second through smtpguard, against baselines.
 
     .venv/bin/python bench/relay_bench.py [--messages 2000] [--recipients 5] [--sessions 10]
-        [--size 4096] [--entries 1000000] [--dir DIR] [--repeat 3] [--no-postfix]
+        [--size 4096] [--entries 1000000] [--dir DIR] [--repeat 3] [--no-postfix] [--workers N] [--event-loop L]
 
 Everything listens on 127.0.0.1 only.  One `smtp-sink` is the final
 destination of every run; the same `smtp-source -A -N` load (a new connection
@@ -439,14 +439,18 @@ def sink_and_list_config(sink_port: int, db: Path) -> str:
     )
 
 
-def write_config(path: Path, port: int, sink_port: int, db: Path) -> None:
+def write_config(path: Path, port: int, sink_port: int, db: Path, server: str = "") -> None:
     path.write_text(
         "[server]\n"
         f'listen = "{LOOPBACK}:{port}"\n'
         'auth = "none"\n'
-        'trusted_networks = ["127.0.0.0/8"]\n'
-        "\n[upstream]\n" + sink_and_list_config(sink_port, db)
+        'trusted_networks = ["127.0.0.0/8"]\n' + server + "\n[upstream]\n" + sink_and_list_config(sink_port, db)
     )
+
+
+def server_keys(args: argparse.Namespace) -> str:
+    """The [server] lines --workers and --event-loop ask for."""
+    return f'workers = {args.workers}\nevent_loop = "{args.event_loop}"\n'
 
 
 def report(targets: list[Target], runs: dict[str, list[Run]], args: argparse.Namespace) -> None:
@@ -541,6 +545,8 @@ def parse_args(description: str | None) -> argparse.Namespace:
     ap.add_argument("--dir", type=Path, help="keep the built lists here (default: a temporary directory)")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each target; the best msg/s counts")
     ap.add_argument("--no-postfix", action="store_true", help="skip the Postfix baseline")
+    ap.add_argument("--workers", type=int, default=1, help="smtpguard's [server] workers")
+    ap.add_argument("--event-loop", default="auto", choices=["auto", "asyncio", "uvloop"], help="[server] event_loop")
     return ap.parse_args()
 
 
@@ -570,7 +576,7 @@ def start_smtpguard(cfg: Path, port: int, work: Path) -> tuple[subprocess.Popen[
             stderr=subprocess.STDOUT,
         )
     wait_port(port, lambda: proc.poll() is None, "smtpguard serve")
-    return proc, Target("smtpguard", port, lambda: process_cpu(proc.pid), filtered=True)
+    return proc, Target("smtpguard", port, lambda: tree_cpu(proc.pid), filtered=True)  # with its workers
 
 
 def run_all(
@@ -673,7 +679,7 @@ def main() -> int:
         postfix, targets, db = start_baselines(args, cache, work, sink)
         cfg = work / "smtpguard.toml"
         port = free_port()
-        write_config(cfg, port, sink.port, db)
+        write_config(cfg, port, sink.port, db, server_keys(args))
         relay, target = start_smtpguard(cfg, port, work)
         targets.append(target)
         runs, ok = run_all(args, targets, sink, work)

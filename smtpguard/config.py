@@ -31,6 +31,7 @@ DEFAULT_DB = Path("/var/lib/smtpguard/smtpguard.db")
 AuthMode = Literal["passthrough", "local", "none"]
 Security = Literal["starttls", "tls", "none"]
 PolicyMode = Literal["reject", "reject-message", "strip", "monitor"]
+EventLoop = Literal["auto", "asyncio", "uvloop"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,9 @@ class ServerSettings:
     # Idle connections cost the attacker nothing: cap them (Postfix: smtpd_client_connection_count_limit = 50).
     max_connections: int = 1000
     max_connections_per_client: int = 50
+    # --- issue 15: processes and event loop (docs/performance.md) ---
+    workers: int = 1  # relay processes sharing the listeners; "auto" in the file = one per CPU
+    event_loop: EventLoop = "auto"  # "auto": uvloop when installed, else asyncio
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +252,8 @@ SCHEMA: dict[str, dict[str, v.KeySpec]] = {
         "timeout": (int, v.int_range(5, 3600)),
         "max_connections": (int, v.int_range(1, 1_000_000)),
         "max_connections_per_client": (int, v.int_range(1, 1_000_000)),
+        "workers": ((int, str), v.workers),
+        "event_loop": (str, v.choice("auto", "asyncio", "uvloop")),
     },
     "upstream": {
         "host": (str, v.hostname),
@@ -384,6 +390,7 @@ def _check_together(s: Settings, where: str) -> None:
     if (s.http.tls_cert is None) != (s.http.tls_key is None):
         raise ConfigError(f"{where}[http] tls_cert and tls_key go together: set both or neither")
     _check_gateway(s.gateway, srv, where)
+    _check_workers(s, where)
 
 
 def _check_gateway(gw: GatewaySettings, srv: ServerSettings, where: str) -> None:
@@ -402,6 +409,15 @@ def _check_gateway(gw: GatewaySettings, srv: ServerSettings, where: str) -> None
         raise ConfigError(f"{where}[gateway] client_cert_names needs client_ca_file (the CA that issued them)")
     if gw.client_cert_names and gw.tls_cert is None and srv.tls_cert is None:
         raise ConfigError(f"{where}[gateway] client_cert_names needs TLS: set tls_cert/tls_key")
+
+
+def _check_workers(s: Settings, where: str) -> None:
+    """Several workers need a store they can all open: a file or PostgreSQL, never one process's memory."""
+    if s.server.workers > 1 and s.store.url is None and str(s.store.path) == ":memory:":
+        raise ConfigError(
+            f"{where}[server] workers = {s.server.workers} needs a shared list ([store] path to a file,"
+            " or [store] url); an in-memory store cannot be shared between processes: set workers = 1"
+        )
 
 
 def resolve_config_path(explicit: Path | None) -> Path | None:
@@ -438,4 +454,5 @@ def load(config: Path | None = None, db: Path | None = None) -> Settings:
     db_path = db or (Path(os.environ["SMTPGUARD_DB"]) if os.environ.get("SMTPGUARD_DB") else None)
     if db_path is not None:
         settings = replace(settings, store=StoreSettings(db_path))
+        _check_workers(settings, f"config {path}: " if path else "config: ")  # --db :memory:
     return settings

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,18 @@ def positive(value: float) -> float:
     return float(value)
 
 
+MAX_WORKERS = 64
+
+
+def workers(value: int | str) -> int:
+    """`[server] workers = N` or "auto" (one per CPU the process may run on)."""
+    if value == "auto":
+        return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+    if isinstance(value, int) and 1 <= value <= MAX_WORKERS:
+        return value
+    raise ValueError(f'1-{MAX_WORKERS} or "auto"')
+
+
 def endpoints(value: str | list[str]) -> tuple[Endpoint, ...]:
     items = [value] if isinstance(value, str) else value
     if not all(isinstance(v, str) for v in items):
@@ -139,6 +152,8 @@ _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: 
 def type_name(t: type | tuple[type, ...]) -> str:
     if t == (str, list):
         return "a string or a list"
+    if t == (int, str):
+        return 'a number or "auto"'
     if isinstance(t, tuple):
         return "a number"
     return _TYPE_NAMES.get(t, t.__name__)

@@ -37,11 +37,20 @@ def serve(
 ) -> None:
     """Run the relay in the foreground until SIGTERM/SIGINT; SIGHUP reloads the configuration."""
     from smtpguard.runtime.logs import setup_logging
+    from smtpguard.runtime.loops import loop_factory, run_with
     from smtpguard.runtime.server import serve_forever
+    from smtpguard.runtime.workers import serve_workers
 
     settings = settings_for(config_path, db)
+    loop_factory(settings.server.event_loop)  # event_loop = "uvloop" without uvloop: refused here, once
     setup_logging(log_format.value, log_level.value)
-    code = run(lambda: serve_forever(settings, config_path=config_path, db=db))
+    try:
+        if settings.server.workers > 1:
+            code = serve_workers(settings, config_path=config_path, db=db)  # forks: no event loop in this process
+        else:
+            code = run_with(settings.server.event_loop, lambda: serve_forever(settings, config_path=config_path, db=db))
+    except KeyboardInterrupt:  # before the signal handlers are in place
+        fail("interrupted while starting", code=130)
     raise typer.Exit(code)
 
 

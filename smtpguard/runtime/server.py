@@ -14,9 +14,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import ssl
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from smtpguard import config
@@ -37,12 +38,41 @@ from smtpguard.suppression.watch import watch_folder
 log = logging.getLogger("smtpguard.server")
 
 STOP_DEADLINE = 30.0  # seconds given to transactions in flight at SIGTERM
+HEARTBEAT = 5.0  # seconds between a worker's "still alive" to its supervisor
 _LISTENER_KEYS = ("listen", "smtps_listen", "tls_cert", "tls_key", "hostname", "timeout", "max_message_size", "auth")
 
 
 def _gateway_listeners(s: Settings) -> tuple[object, ...]:
     gw = s.gateway
     return (gw.listen, gw.tls_cert, gw.tls_key, gw.client_ca_file)
+
+
+@dataclass(frozen=True)
+class Role:
+    """This process as one of several workers (runtime/workers.py); None when it is the only one."""
+
+    index: int  # 1..count; worker 1 also runs the one-place jobs (watcher, retention, HTTP, sync)
+    count: int
+    sockets: Mapping[Endpoint, tuple[socket.socket, ...]]  # bound by the supervisor (one per address)
+    tell: Callable[..., object]  # systemd notifications go to the supervisor, which speaks for all
+
+    @property
+    def primary(self) -> bool:
+        return self.index == 1
+
+
+def pinned_listeners(new: Settings, old: Settings) -> Settings:
+    """Worker processes keep the supervisor's sockets: listener addresses (and workers) change at the next restart."""
+    srv, old_srv = new.server, old.server
+    if (srv.listen, srv.smtps_listen, new.gateway.listen) != (old_srv.listen, old_srv.smtps_listen, old.gateway.listen):
+        log.warning("reload: listener addresses changed; with [server] workers > 1 they change at the next restart")
+    if srv.workers != old_srv.workers:
+        log.warning("reload: [server] workers changed; it takes effect at the next restart")
+    return replace(
+        new,
+        server=replace(srv, listen=old_srv.listen, smtps_listen=old_srv.smtps_listen, workers=old_srv.workers),
+        gateway=replace(new.gateway, listen=old.gateway.listen),
+    )
 
 
 class RelayRefused(Exception):
@@ -65,20 +95,25 @@ def server_tls_context(settings: Settings) -> ssl.SSLContext | None:
 class Relay:
     """The running relay: its listeners and the context its sessions share."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, sockets: Mapping[Endpoint, tuple[socket.socket, ...]] | None = None
+    ) -> None:
         self.ctx = RelayContext(settings=settings, store=store, audit=AuditWriter(store))
+        self.inherited = dict(sockets or {})  # worker mode: listening sockets bound by the supervisor
         self.guard = RelayHandler(self.ctx)
         self.listeners: list[asyncio.Server] = []
         self.endpoints: list[Endpoint] = []  # as bound (port 0 resolved)
         self.tls: ssl.SSLContext | None = None  # the listeners' context: renewed certificates load into it
 
     @classmethod
-    async def start(cls, settings: Settings) -> Relay:
+    async def start(
+        cls, settings: Settings, sockets: Mapping[Endpoint, tuple[socket.socket, ...]] | None = None
+    ) -> Relay:
         problems = relay_problems(settings)
         if problems:
             raise RelayRefused("refusing to start: " + "; ".join(problems))
         store = await connect(settings, create=False)
-        relay = cls(settings, store)
+        relay = cls(settings, store, sockets)
         try:
             relay.listeners, relay.endpoints = await relay._bind(settings)
         except BaseException:
@@ -130,17 +165,26 @@ class Relay:
         bound: list[Endpoint] = []
         try:
             for endpoint, implicit, gateway in plan:
-                srv = await loop.create_server(
-                    self._factory(settings, gateway_tls if gateway else tls, endpoint, implicit, gateway),
-                    host=endpoint.host,
-                    port=endpoint.port,
-                    ssl=tls if implicit else None,
-                    backlog=512,
-                    reuse_address=True,
-                )
-                servers.append(srv)
-                sock = srv.sockets[0].getsockname()
-                bound.append(Endpoint(endpoint.host, int(sock[1])))
+                factory = self._factory(settings, gateway_tls if gateway else tls, endpoint, implicit, gateway)
+                if endpoint in self.inherited:
+                    # Duplicates: closing a server (reload, stop) leaves the inherited socket open.
+                    made = [
+                        await loop.create_server(factory, sock=sock.dup(), ssl=tls if implicit else None, backlog=512)
+                        for sock in self.inherited[endpoint]
+                    ]
+                else:
+                    made = [
+                        await loop.create_server(
+                            factory,
+                            host=endpoint.host,
+                            port=endpoint.port,
+                            ssl=tls if implicit else None,
+                            backlog=512,
+                            reuse_address=True,
+                        )
+                    ]
+                servers += made
+                bound.append(Endpoint(endpoint.host, int(made[0].sockets[0].getsockname()[1])))
         except OSError as exc:
             for s in servers:
                 s.close()
@@ -154,6 +198,8 @@ class Relay:
     async def reload(self, new: Settings) -> None:
         """Apply new settings; re-bind listeners when their keys changed."""
         old = self.ctx.settings
+        if self.inherited:
+            new = pinned_listeners(new, old)
         problems = relay_problems(new)
         if problems:
             raise RelayRefused("reload refused, keeping the running configuration: " + "; ".join(problems))
@@ -187,6 +233,9 @@ class Relay:
         self.ctx.accepting = False
         for s in self.listeners:
             s.close()
+        for socks in self.inherited.values():  # else the kernel would keep queueing connections for us
+            for sock in socks:
+                sock.close()
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline
         self._close_idle()
@@ -217,19 +266,29 @@ class Relay:
         transport.close()
 
 
-async def serve_forever(settings: Settings, *, config_path: Path | None = None, db: Path | None = None) -> int:
-    """`smtpguard serve`: run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
-    from smtpguard.runtime.preflight import problems
+async def serve_forever(
+    settings: Settings, *, config_path: Path | None = None, db: Path | None = None, role: Role | None = None
+) -> int:
+    """`smtpguard serve`: run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code.
 
-    refused = await asyncio.to_thread(problems, settings)
-    if refused:
-        raise ConfigError("refusing to start: " + "; ".join(refused))
+    As one of several workers (`role`), the supervisor has checked the
+    configuration and bound the listeners, and hears the notifications;
+    only worker 1 runs the watcher, audit retention, HTTP side and syncs.
+    """
+    tell = notify if role is None else role.tell
+    primary = role is None or role.primary
+    if role is None:
+        from smtpguard.runtime.preflight import problems
+
+        refused = await asyncio.to_thread(problems, settings)
+        if refused:
+            raise ConfigError("refusing to start: " + "; ".join(refused))
     try:
-        relay = await Relay.start(settings)
+        relay = await Relay.start(settings, None if role is None else role.sockets)
     except (RelayRefused, StoreError) as exc:
         raise ConfigError(str(exc)) from None  # the CLI prints it once, on stderr
     try:
-        extras = await start_extras(relay, settings)  # the HTTP side and pull connectors, when configured
+        extras = await start_extras(relay, settings) if primary else None  # HTTP side and pulls, when configured
     except BaseException:
         await relay.stop(deadline=0)
         raise
@@ -240,14 +299,16 @@ async def serve_forever(settings: Settings, *, config_path: Path | None = None, 
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
 
-    tasks = [asyncio.create_task(_reload_loop(relay, reloads, config_path, db), name="reload")]
-    interval = watchdog_interval()
+    tasks = [asyncio.create_task(_reload_loop(relay, reloads, config_path, db, tell), name="reload")]
+    # A worker's heartbeat tells the supervisor its loop still turns (it forwards WATCHDOG=1 to systemd).
+    interval = watchdog_interval() if role is None else HEARTBEAT
     if interval:
-        tasks.append(asyncio.create_task(_watchdog(interval), name="watchdog"))
-    # Always running: it idles without a folder, so a reload can set one.
-    tasks.append(asyncio.create_task(watch_folder(relay.ctx), name="watch"))
-    tasks.append(asyncio.create_task(retention_loop(relay.ctx), name="audit-retention"))
-    notify("READY=1", f"STATUS=listening on {', '.join(map(str, relay.endpoints))}")
+        tasks.append(asyncio.create_task(_watchdog(interval, tell), name="watchdog"))
+    if primary:
+        # Always running: it idles without a folder, so a reload can set one.
+        tasks.append(asyncio.create_task(watch_folder(relay.ctx), name="watch"))
+        tasks.append(asyncio.create_task(retention_loop(relay.ctx), name="audit-retention"))
+    tell("READY=1", f"STATUS=listening on {', '.join(map(str, relay.endpoints))}")
     log.info(
         "smtpguard ready (mode %s, auth %s, upstream %s:%d, list %s with %d entries)",
         settings.policy.mode,
@@ -258,30 +319,37 @@ async def serve_forever(settings: Settings, *, config_path: Path | None = None, 
         await relay.ctx.store.count(),
     )
     await stop.wait()
-    notify("STOPPING=1")
+    tell("STOPPING=1")
     log.info("stopping: finishing transactions in flight (up to %.0f s)", STOP_DEADLINE)
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await extras.stop()
+    if extras is not None:
+        await extras.stop()
     await relay.stop()
     log.info("stopped")
     return 0
 
 
-async def _reload_loop(relay: Relay, reloads: asyncio.Queue[None], config_path: Path | None, db: Path | None) -> None:
+async def _reload_loop(
+    relay: Relay,
+    reloads: asyncio.Queue[None],
+    config_path: Path | None,
+    db: Path | None,
+    tell: Callable[..., object] = notify,
+) -> None:
     while True:
         await reloads.get()
-        notify("RELOADING=1", monotonic_usec())
+        tell("RELOADING=1", monotonic_usec())
         try:
             new = config.load(config_path, db)
             await relay.reload(new)
         except (ConfigError, RelayRefused, StoreError) as exc:
             log.error("reload failed, still running with the previous configuration: %s", exc)
-        notify("READY=1", f"STATUS=listening on {', '.join(map(str, relay.endpoints))}")
+        tell("READY=1", f"STATUS=listening on {', '.join(map(str, relay.endpoints))}")
 
 
-async def _watchdog(interval: float) -> None:
+async def _watchdog(interval: float, tell: Callable[..., object] = notify) -> None:
     while True:
-        notify("WATCHDOG=1")
+        tell("WATCHDOG=1")
         await asyncio.sleep(interval)

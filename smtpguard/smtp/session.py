@@ -32,6 +32,14 @@ if TYPE_CHECKING:
     from smtpguard.smtp.handler import RelayHandler
 
 _session_ids = itertools.count(1)
+
+
+def number_sessions(first: int, step: int) -> None:
+    """Worker `first` of `step` (runtime/workers.py) numbers first, first+step, ...: unique across workers."""
+    global _session_ids
+    _session_ids = itertools.count(first, step)
+
+
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 # `<dot-atom@host.name> params`: the path most clients send (see RelaySession._getaddr).
 _PLAIN_PATH = re.compile(rf"[ \t]*<({_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>\s*(.*)", re.S)
