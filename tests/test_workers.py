@@ -64,6 +64,14 @@ class Serve:
         """message id -> (worker, session id), from the relay's log lines."""
         return {m[3]: (int(m[1]), int(m[2])) for m in _SERVED.finditer(self.text())}
 
+    async def __aenter__(self) -> Serve:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc.returncode is None:  # a failed test: never leave a relay behind
+            self.proc.kill()
+            await self.proc.wait()
+
     async def stop(self, timeout: float = 40) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return await asyncio.wait_for(self.proc.wait(), timeout)
@@ -101,13 +109,8 @@ async def two_workers(
     server = f'workers = 2\nevent_loop = "{request.param}"'
     cfg = write_config(tmp_path, port, upstream.port, certs, server=server)
     await add_entries(tmp_path / "list.db", BLOCKED)
-    serve = await start(cfg, tmp_path, port)
-    try:
+    async with await start(cfg, tmp_path, port) as serve:
         yield serve, cfg
-    finally:
-        if serve.proc.returncode is None:
-            serve.proc.kill()
-            await serve.proc.wait()
 
 
 async def send(port: int, mid: str) -> tuple[bytes, bytes]:
@@ -284,8 +287,7 @@ async def test_starttls_and_implicit_tls_on_every_worker(
     )
     cfg = write_config(tmp_path, port, upstream.port, certs, server=server)
     await add_entries(tmp_path / "list.db", BLOCKED)
-    serve = await start(cfg, tmp_path, port)
-    try:
+    async with await start(cfg, tmp_path, port) as serve:
 
         def over_tls(i: int) -> None:
             implicit = i % 2 == 1
@@ -302,10 +304,6 @@ async def test_starttls_and_implicit_tls_on_every_worker(
 
         await asyncio.gather(*(asyncio.to_thread(over_tls, i) for i in range(24)))
         assert await serve.stop() == 0, serve.text()
-    finally:
-        if serve.proc.returncode is None:
-            serve.proc.kill()
-            await serve.proc.wait()
     served = serve.served()
     assert {served[f"tls{i}"][0] for i in range(0, 24, 2)} == {1, 2}  # STARTTLS, both workers
     assert {served[f"tls{i}"][0] for i in range(1, 24, 2)} == {1, 2}  # implicit TLS, both workers
@@ -355,18 +353,13 @@ async def test_one_worker_watches_the_folder_and_every_worker_sees_the_import(
     cfg = write_config(tmp_path, port, upstream.port, certs, server="workers = 2")
     cfg.write_text(cfg.read_text() + f'\n[watch]\nfolder = "{inbox}"\ninterval = 0.2\n')
     await add_entries(tmp_path / "list.db", BLOCKED)
-    serve = await start(cfg, tmp_path, port)
-    try:
+    async with await start(cfg, tmp_path, port) as serve:
         await serve.until(r"watching .*inbox")
         (inbox / "unsubs.csv").write_text("Email\ncarol@ok.example\n")
         await serve.until(r"watch: imported unsubs\.csv")
         codes = await asyncio.gather(*(rcpt_reply(port, "carol@ok.example") for _ in range(20)))
         assert all(code.startswith(b"550 5.7.1") for code in codes), codes
         assert await serve.stop() == 0, serve.text()
-    finally:
-        if serve.proc.returncode is None:
-            serve.proc.kill()
-            await serve.proc.wait()
     log = serve.text()
     assert re.findall(r"worker=(\d) watching", log) == ["1"]  # the folder has one watcher: worker 1
     assert log.count("watch: imported unsubs.csv") == 1
@@ -389,8 +382,7 @@ async def test_reload_rebuilds_listeners_on_the_bound_sockets(tmp_path: Path, up
     port, moved = free_port(), free_port()
     cfg = write_config(tmp_path, port, upstream.port, certs, server="workers = 2")
     await add_entries(tmp_path / "list.db", BLOCKED)
-    serve = await start(cfg, tmp_path, port)
-    try:
+    async with await start(cfg, tmp_path, port) as serve:
         # A new banner name (listeners rebuilt) and a new port (kept until a restart), in one reload.
         cfg.write_text(cfg.read_text().replace("relay.test", "renamed.test").replace(f":{port}", f":{moved}"))
         serve.proc.send_signal(signal.SIGHUP)
@@ -408,10 +400,6 @@ async def test_reload_rebuilds_listeners_on_the_bound_sockets(tmp_path: Path, up
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", moved)
         assert await serve.stop() == 0, serve.text()
-    finally:
-        if serve.proc.returncode is None:
-            serve.proc.kill()
-            await serve.proc.wait()
     log = serve.text()
     assert len(re.findall(r"worker=\d reload: listener addresses changed; .* next restart", log)) == 2
     assert len(re.findall(r"worker=\d reload: listeners re-bound \(hostname changed\)", log)) == 2
@@ -421,15 +409,10 @@ async def test_json_log_lines_carry_the_worker_as_a_key(tmp_path: Path, upstream
     port = free_port()
     cfg = write_config(tmp_path, port, upstream.port, certs, server="workers = 2")
     await add_entries(tmp_path / "list.db", BLOCKED)
-    serve = await start(cfg, tmp_path, port, json=True)
-    try:
+    async with await start(cfg, tmp_path, port, json=True) as serve:
         await serve.until(r"smtpguard ready", count=2)
         await send_many(port, "json", 20)
         assert await serve.stop() == 0, serve.text()
-    finally:
-        if serve.proc.returncode is None:
-            serve.proc.kill()
-            await serve.proc.wait()
     lines = [json.loads(line) for line in serve.text().splitlines() if line.startswith("{")]
     relayed = [line for line in lines if str(line.get("message_id", "")).startswith("json")]
     assert len(relayed) == 20 and {line["worker"] for line in relayed} == {1, 2}
