@@ -22,6 +22,7 @@ from pathlib import Path
 from smtpguard import config
 from smtpguard.config import ConfigError, Endpoint, Settings
 from smtpguard.runtime.extras import start_extras
+from smtpguard.runtime.limits import AcceptErrors, fit_connections
 from smtpguard.runtime.retention import retention_loop
 from smtpguard.runtime.safety import relay_problems
 from smtpguard.runtime.systemd import monotonic_usec, notify, watchdog_interval
@@ -224,10 +225,12 @@ async def serve_forever(settings: Settings, *, config_path: Path | None = None, 
     refused = await asyncio.to_thread(problems, settings)
     if refused:
         raise ConfigError("refusing to start: " + "; ".join(refused))
+    settings = fit_connections(settings)
     try:
         relay = await Relay.start(settings)
     except (RelayRefused, StoreError) as exc:
         raise ConfigError(str(exc)) from None  # the CLI prints it once, on stderr
+    asyncio.get_running_loop().set_exception_handler(AcceptErrors(relay.ctx.sessions))
     try:
         extras = await start_extras(relay, settings)  # the HTTP side and pull connectors, when configured
     except BaseException:
@@ -274,7 +277,7 @@ async def _reload_loop(relay: Relay, reloads: asyncio.Queue[None], config_path: 
         await reloads.get()
         notify("RELOADING=1", monotonic_usec())
         try:
-            new = config.load(config_path, db)
+            new = fit_connections(config.load(config_path, db))
             await relay.reload(new)
         except (ConfigError, RelayRefused, StoreError) as exc:
             log.error("reload failed, still running with the previous configuration: %s", exc)
