@@ -12,58 +12,67 @@ from pathlib import Path
 from .conftest import add_entries
 from .test_service import ROOT, SMTPGUARD, finish, free_port, write_config
 
-LIMIT = 320  # RLIMIT_NOFILE of the relay: 320 - limits.RESERVE = 64 sessions
 
-
-def _low_limit() -> None:  # in the child, before exec: soft and hard, so the relay cannot raise it
-    resource.setrlimit(resource.RLIMIT_NOFILE, (LIMIT, LIMIT))
-
-
-async def start_limited(cfg: Path) -> asyncio.subprocess.Process:
+async def start_limited(cfg: Path, soft: int, hard: int) -> asyncio.subprocess.Process:
+    """`smtpguard serve` with RLIMIT_NOFILE (soft, hard), set in the child before exec."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("SMTPGUARD_DB", None)
     env.pop("NOTIFY_SOCKET", None)
     return await asyncio.create_subprocess_exec(
         *SMTPGUARD, "serve", "--config", str(cfg), env=env, cwd=str(ROOT),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_low_limit,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
     )  # fmt: skip
 
 
-async def greeting(port: int) -> tuple[bytes, asyncio.StreamWriter]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    return await asyncio.wait_for(reader.readline(), 10), writer
+async def greetings(port: int, count: int, writers: list[asyncio.StreamWriter]) -> list[bytes]:
+    """The first line each of `count` connections gets, kept open (in `writers`)."""
+
+    async def one() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writers.append(writer)
+        return await asyncio.wait_for(reader.readline(), 10)
+
+    for _ in range(100):  # the relay may not be listening yet
+        try:
+            first = await one()
+            break
+        except OSError:
+            await asyncio.sleep(0.1)
+    return [first, *[await one() for _ in range(count - 1)]]
 
 
-async def test_max_connections_is_lowered_to_the_open_file_limit(tmp_path: Path) -> None:
+async def serve_limited(tmp_path: Path, soft: int, hard: int, connections: int) -> tuple[list[bytes], str]:
+    """What `connections` clients hear from a relay allowed 1000 of them; its log."""
     port = free_port()
     server = "max_connections = 1000\nmax_connections_per_client = 1000"
     cfg = write_config(tmp_path, port, free_port(), server=server)
     await add_entries(tmp_path / "list.db")
-    proc = await start_limited(cfg)
+    proc = await start_limited(cfg, soft, hard)
     writers: list[asyncio.StreamWriter] = []
     try:
-        for _ in range(100):  # the relay may not be listening yet
-            try:
-                line, w = await greeting(port)
-                writers.append(w)
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
-        lines = [line]
-        for _ in range(79):
-            line, w = await greeting(port)
-            lines.append(line)
-            writers.append(w)
-        welcomed = [x for x in lines if x.startswith(b"220 ")]
-        refused = [x for x in lines if x.startswith(b"421 4.7.0")]
-        # 64 sessions fit; the rest are told to come back, none is left hanging.
-        assert (len(welcomed), len(refused)) == (64, 16), lines
+        lines = await greetings(port, connections, writers)
     finally:
         for w in writers:
             w.close()
         proc.terminate()
     code, err = await finish(proc)
     assert code == 0, err
+    return lines, err
+
+
+async def test_the_soft_limit_is_raised_for_max_connections(tmp_path: Path) -> None:
+    lines, err = await serve_limited(tmp_path, 300, 4000, 400)
+    assert all(x.startswith(b"220 ") for x in lines), [x for x in lines if not x.startswith(b"220 ")][:3]
+    assert "open-file limit" not in err and "Traceback" not in err, err[-3000:]
+
+
+async def test_max_connections_is_lowered_to_the_open_file_limit(tmp_path: Path) -> None:
+    lines, err = await serve_limited(tmp_path, 320, 320, 80)  # 320 - limits.RESERVE: 64 sessions
+    welcomed = [x for x in lines if x.startswith(b"220 ")]
+    refused = [x for x in lines if x.startswith(b"421 4.7.0")]
+    # 64 sessions fit; the rest are told to come back, none is left hanging.
+    assert (len(welcomed), len(refused)) == (64, 16), lines
     assert "open-file limit 320: [server] max_connections = 1000 does not fit, using 64" in err
     assert "raise LimitNOFILE (ulimit -n) to 2256 or more" in err
     assert "Traceback" not in err and "Too many open files" not in err, err[-3000:]
