@@ -190,6 +190,8 @@ def main() -> int:
     args = parser.parse_args()
     soft, hard = raise_nofile(args.sessions + 1024)
     print(f"RLIMIT_NOFILE: soft {soft}, hard {hard} (bench and relay)", flush=True)
+    if soft < args.sessions + 1024:
+        print(f"  short of the {args.sessions + 1024} needed: raise the hard limit (ulimit -Hn, as root)", flush=True)
     load_start = os.getloadavg()[0]
     body = message(4096)
     with tempfile.TemporaryDirectory(prefix="idle-bench-") as tmp:
