@@ -54,6 +54,10 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/big_bench.py
 	$(BIN)/python bench/import_bench.py
 	$(BIN)/python bench/lookup_bench.py
+	$(BIN)/python bench/idle_bench.py --sessions $${IDLE_SESSIONS:-10000}
+	@# The 10,000,000-entry list (~10 min, 2.5 GB in a temporary folder): `make bench SCALE=1`.
+	if [ -n "$(SCALE)" ]; then $(BIN)/python bench/import_bench.py --rows 10000000; fi
+	if [ -n "$(SCALE)" ]; then $(BIN)/python bench/lookup_bench.py --sizes 1000,10000000; fi
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

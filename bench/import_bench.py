@@ -237,6 +237,10 @@ def run_isolated(cmd: list[str]) -> Run:
     return Run(float(res["s"]), float(res["cpu"]), float(res["rss"]), str(res["out"]))
 
 
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -287,6 +291,9 @@ def main() -> int:
         print(f"{name:<22} {rate:>12,.0f} {r.seconds:>8.2f} {r.cpu:>8.2f} {r.rss_mb:>7.1f} MB")
     peak = max(r.rss_mb for r in ours)
     print(f"ratio smtpguard/reference: {ratio:.2f} wall, {sg.cpu / ref.cpu:.2f} CPU (limit {MAX_RATIO} wall)")
+    print(f"load average (1, 5 min) at the end: {os.getloadavg()[0]:.2f}, {os.getloadavg()[1]:.2f}")
+    print(f"target (issue 15): import <= {MAX_RATIO}x the plain loader: {ratio:.2f}x {_verdict(ratio <= MAX_RATIO)}")
+    print(f"target (issue 15): peak RSS <= {MAX_RSS_MB:.0f} MB: {peak:.1f} MB {_verdict(peak < MAX_RSS_MB)}")
     failed = ratio > MAX_RATIO or peak >= MAX_RSS_MB
     if failed and not args.no_fail:
         print("FAIL: " + ("too slow" if ratio > MAX_RATIO else f"peak RSS >= {MAX_RSS_MB:.0f} MB"))

@@ -23,6 +23,7 @@ from pathlib import Path
 from smtpguard import config
 from smtpguard.config import ConfigError, Endpoint, Settings
 from smtpguard.runtime.extras import start_extras
+from smtpguard.runtime.limits import AcceptErrors, fit_connections
 from smtpguard.runtime.retention import retention_loop
 from smtpguard.runtime.safety import relay_problems
 from smtpguard.runtime.systemd import monotonic_usec, notify, watchdog_interval
@@ -30,7 +31,7 @@ from smtpguard.smtp.audit import AuditWriter
 from smtpguard.smtp.context import RelayContext
 from smtpguard.smtp.gateway import server_tls_context as gateway_tls_context
 from smtpguard.smtp.handler import RelayHandler
-from smtpguard.smtp.session import RelaySession
+from smtpguard.smtp.session import RelaySession, writable
 from smtpguard.suppression.rules import mismatch
 from smtpguard.suppression.store import Store, StoreError, connect
 from smtpguard.suppression.watch import watch_folder
@@ -257,8 +258,8 @@ class Relay:
 
     @staticmethod
     def _say_goodbye(s: RelaySession) -> None:
-        transport = s.transport
-        if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
+        transport = writable(s.transport)
+        if transport is None:
             s.ctx.sessions.discard(s)
             return
         with contextlib.suppress(Exception):
@@ -283,10 +284,12 @@ async def serve_forever(
         refused = await asyncio.to_thread(problems, settings)
         if refused:
             raise ConfigError("refusing to start: " + "; ".join(refused))
+    settings = fit_connections(settings)
     try:
         relay = await Relay.start(settings, None if role is None else role.sockets)
     except (RelayRefused, StoreError) as exc:
         raise ConfigError(str(exc)) from None  # the CLI prints it once, on stderr
+    asyncio.get_running_loop().set_exception_handler(AcceptErrors(relay.ctx.sessions))
     try:
         extras = await start_extras(relay, settings) if primary else None  # HTTP side and pulls, when configured
     except BaseException:
@@ -342,7 +345,7 @@ async def _reload_loop(
         await reloads.get()
         tell("RELOADING=1", monotonic_usec())
         try:
-            new = config.load(config_path, db)
+            new = fit_connections(config.load(config_path, db))
             await relay.reload(new)
         except (ConfigError, RelayRefused, StoreError) as exc:
             log.error("reload failed, still running with the previous configuration: %s", exc)

@@ -16,7 +16,7 @@ import ipaddress
 import itertools
 import logging
 import re
-from typing import TYPE_CHECKING, Any, AnyStr
+from typing import TYPE_CHECKING, Any, AnyStr, cast
 
 import aiosmtplib
 from aiosmtpd.smtp import SMTP, syntax
@@ -111,6 +111,17 @@ def guard_mail_log() -> None:
         logger.addFilter(_NoCredentials(verbs))
 
 
+def writable(transport: asyncio.BaseTransport | None) -> asyncio.WriteTransport | None:
+    """The transport, if a reply can still be written to it.
+
+    Duck-typed: uvloop's transports are not asyncio.WriteTransport subclasses,
+    and an isinstance test silently skipped every such reply under uvloop.
+    """
+    if transport is None or transport.is_closing() or not hasattr(transport, "write"):
+        return None
+    return cast("asyncio.WriteTransport", transport)
+
+
 class RelaySession(SMTP):
     """One client connection: aiosmtpd's protocol with per-connection state and an idle timeout."""
 
@@ -180,8 +191,8 @@ class RelaySession(SMTP):
 
     def say_and_close(self, line: str) -> None:
         """Write one reply line outside any command (timeouts, shutdown), then hang up."""
-        transport = self.transport
-        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+        transport = writable(self.transport)
+        if transport is not None:
             transport.write(line.encode() + b"\r\n")
             transport.close()
 
@@ -223,8 +234,8 @@ class RelaySession(SMTP):
 
     def _timeout_cb(self) -> None:
         # aiosmtpd just hangs up; say why first (RFC 5321 4.1.1.10 / 3.8).
-        transport = self.transport
-        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+        transport = writable(self.transport)
+        if transport is not None:
             transport.write(replies.IDLE.say(self.lang).encode() + b"\r\n")
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 

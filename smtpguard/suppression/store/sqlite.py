@@ -26,6 +26,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import astuple
+from itertools import islice
+from operator import itemgetter
 from pathlib import Path
 from typing import TypeVar
 
@@ -64,6 +66,11 @@ _INSERT = "INSERT OR IGNORE INTO entries (key, kind, original, batch) VALUES (?,
 LOOKUP_TIMEOUT = 0.25  # seconds inside SQLite; then the lookup fails closed (StoreError -> 451)
 LOOKUP_LIMIT = 2.0  # seconds in all, waiting for the lookup thread included
 RULES_RECHECK = 1.0  # seconds between checks for a rules change by another process
+# Rows of an import sorted at a time: a 10M-entry list outgrows the writer's
+# page cache, and random keys then cost a page read/write each. 2^17 rows add
+# ~50 MB to the importing process's peak RSS (2^18: 10M-row import CPU -13%,
+# but +100 MB); no change at 1M, whose B-tree fits the cache.
+SORT_ROWS = 1 << 17
 
 
 def _entry(row: Sequence[object]) -> EntryRow:
@@ -298,6 +305,18 @@ class SQLiteStore(AccountTables):
                     batch = batches[meta] = first_id + len(batches)
                 yield key, kind, None if original == key else original, batch
 
+        def in_key_order(rows: Iterable[RowTuple], first_id: int) -> Iterator[tuple[str, str, str | None, int]]:
+            # Runs of SORT_ROWS, each sorted by key (stably: the first of equal keys
+            # is still the one kept): a run walks the B-tree's leaves in order, each
+            # page read and written once, instead of one random page per row.
+            written = stored(rows, first_id)
+            while run := list(islice(written, SORT_ROWS)):
+                run.sort(key=itemgetter(0))
+                for start in range(0, len(run), 1024):
+                    if stop.is_set():
+                        raise _Cancelled
+                    yield from run[start : start + 1024]
+
         async with self._transaction(commit=commit) as db:
             async with db.execute("SELECT coalesce(max(id), 0) + 1 FROM batches") as cur:
                 row = await cur.fetchone()
@@ -308,7 +327,7 @@ class SQLiteStore(AccountTables):
                     async for chunk in rows:
                         await db.executemany(_INSERT, stored(chunk, first))
                 else:
-                    await db.executemany(_INSERT, stored(rows, first))
+                    await db.executemany(_INSERT, in_key_order(rows, first))
             except asyncio.CancelledError:
                 # The rows are read in aiosqlite's thread, which goes on after we
                 # stop waiting: tell it to stop too, or the ROLLBACK (queued
