@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,17 @@ from smtpguard.suppression.addresses import MatchRules, parse_entry
 from smtpguard.suppression.store import EntryRow, open_store
 
 from .smtp_fixtures import Certs, StartedRelays, Upstream, relay_settings, start_upstream
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """SMTPGUARD_TEST_LOOP=uvloop runs every in-process test on uvloop, as `serve` does where installed."""
+    if os.environ.get("SMTPGUARD_TEST_LOOP") == "uvloop":
+        import uvloop
+
+        return {"uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 @pytest.fixture(autouse=True)
