@@ -1,7 +1,7 @@
 """SQLite store: aiosqlite for writes and listings, WAL so readers never wait.
 
 The RCPT lookup is the hot path: it uses its own plain `sqlite3` connection
-and its own single thread, with a deadline (`LOOKUP_TIMEOUT`): a lock held
+and its own single thread, with a deadline (sqlite_lookup.py): a lock held
 from outside can make SQLite wait seconds (its WAL read-lock retry loop
 ignores busy_timeout), and the relay must answer 451 in milliseconds
 instead, never stall. WAL mode means it never waits for an import in
@@ -23,7 +23,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import astuple
 from pathlib import Path
@@ -50,6 +49,7 @@ from .base import (
 )
 from .sqlite_accounts import AccountTables
 from .sqlite_files import describe, identity, list_rules, missing, open_reader, open_writer, store_errors
+from .sqlite_lookup import LOOKUP_TIMEOUT, LookupStuck, LookupThread
 
 log = logging.getLogger("smtpguard.store")
 T = TypeVar("T")
@@ -61,8 +61,6 @@ _ENTRY_SELECT = (
 )
 _EVENT_COLUMNS = "time, action, sender, recipient, entry, source, client, user, message_id"
 _INSERT = "INSERT OR IGNORE INTO entries (key, kind, original, batch) VALUES (?,?,?,?)"
-LOOKUP_TIMEOUT = 0.25  # seconds inside SQLite; then the lookup fails closed (StoreError -> 451)
-LOOKUP_LIMIT = 2.0  # seconds in all, waiting for the lookup thread included
 RULES_RECHECK = 1.0  # seconds between checks for a rules change by another process
 
 
@@ -91,8 +89,7 @@ class SQLiteStore(AccountTables):
         self._rules = rules
         self._data_version = -1
         self._rules_checked = 0.0
-        self._busy_since: float | None = None  # when the lookup thread's query began
-        self._lookups = ThreadPoolExecutor(1, thread_name_prefix="smtpguard-lookup")
+        self._lookups = LookupThread()
         self._match_sql: dict[int, str] = {}
         # One connection serves every writer (import, audit, users): without
         # this lock a second BEGIN would fail, or a lone statement would join
@@ -125,49 +122,23 @@ class SQLiteStore(AccountTables):
 
     async def close(self) -> None:
         await self._close_reader()
-        self._lookups.shutdown(wait=False)
+        self._lookups.stop()
         await self._db.close()
 
     async def _close_reader(self) -> None:
         # In the lookup thread, after any lookup still running there.
-        with contextlib.suppress(sqlite3.Error, RuntimeError):
-            await asyncio.get_running_loop().run_in_executor(self._lookups, self._reader.close)
+        with contextlib.suppress(sqlite3.Error):
+            await self._lookups.finally_run(self._reader, sqlite3.Connection.close)
 
     async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        """`query(reader)` in the lookup thread; StoreError when SQLite is stuck in it.
-
-        Stuck means one query inside SQLite for LOOKUP_TIMEOUT: a lock held
-        from outside. A lookup merely waiting for a busy machine to run it is
-        given up to LOOKUP_LIMIT, so that load alone does not answer 451.
-        """
+        """`query(reader)` in the lookup thread; StoreError when SQLite is stuck in it."""
         reader = self._reader if self._current() else await self._reader_now()
-
-        def timed() -> T:
-            self._busy_since = time.monotonic()
-            try:
-                return query(reader)
-            finally:
-                self._busy_since = None
-
-        loop = asyncio.get_running_loop()
-        if self._stuck():
-            raise self._stuck_error()
-        pending = loop.run_in_executor(self._lookups, timed)
-        end = loop.time() + LOOKUP_LIMIT
         try:
-            while True:
-                done, _ = await asyncio.wait([pending], timeout=min(LOOKUP_TIMEOUT / 5, end - loop.time()))
-                if done:
-                    return pending.result()
-                if self._stuck() or loop.time() >= end:
-                    pending.cancel()
-                    raise self._stuck_error()
+            return await self._lookups.run(reader, query)
+        except LookupStuck:
+            raise self._stuck_error() from None
         except sqlite3.Error as exc:
             raise describe(self.path, exc) from None
-
-    def _stuck(self) -> bool:
-        since = self._busy_since
-        return since is not None and time.monotonic() - since >= LOOKUP_TIMEOUT
 
     def _stuck_error(self) -> StoreError:
         return StoreError(f"store {self.path}: no answer within {LOOKUP_TIMEOUT * 1000:.0f} ms (locked from outside?)")
