@@ -49,7 +49,7 @@ from .base import (
 )
 from .sqlite_accounts import AccountTables
 from .sqlite_files import describe, identity, list_rules, missing, open_reader, open_writer, store_errors
-from .sqlite_lookup import LOOKUP_TIMEOUT, LookupStuck, LookupThread
+from .sqlite_lookup import LOOKUP_TIMEOUT, InlineGuard, LookupStuck, LookupThread
 
 log = logging.getLogger("smtpguard.store")
 T = TypeVar("T")
@@ -62,6 +62,10 @@ _ENTRY_SELECT = (
 _EVENT_COLUMNS = "time, action, sender, recipient, entry, source, client, user, message_id"
 _INSERT = "INSERT OR IGNORE INTO entries (key, kind, original, batch) VALUES (?,?,?,?)"
 RULES_RECHECK = 1.0  # seconds between checks for a rules change by another process
+
+
+def _shm(path: Path) -> Path:
+    return path.with_name(path.name + "-shm")  # SQLite's WAL index
 
 
 def _entry(row: Sequence[object]) -> EntryRow:
@@ -90,6 +94,7 @@ class SQLiteStore(AccountTables):
         self._data_version = -1
         self._rules_checked = 0.0
         self._lookups = LookupThread()
+        self._inline = InlineGuard(reader, _shm(path))
         self._match_sql: dict[int, str] = {}
         # One connection serves every writer (import, audit, users): without
         # this lock a second BEGIN would fail, or a lone statement would join
@@ -133,12 +138,18 @@ class SQLiteStore(AccountTables):
     async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         """`query(reader)` in the lookup thread; StoreError when SQLite is stuck in it."""
         reader = self._reader if self._current() else await self._reader_now()
+        inline = self._inline
         try:
-            return await self._lookups.run(reader, query)
+            if self._lookups.idle and inline.clear():
+                return inline.run(query)
+            result = await self._lookups.run(reader, query)
         except LookupStuck:
             raise self._stuck_error() from None
         except sqlite3.Error as exc:
             raise describe(self.path, exc) from None
+        if self._lookups.idle:  # never touch the reader while the thread may use it
+            inline.search()  # the reader has opened the WAL index by now
+        return result
 
     def _stuck_error(self) -> StoreError:
         return StoreError(f"store {self.path}: no answer within {LOOKUP_TIMEOUT * 1000:.0f} ms (locked from outside?)")
@@ -173,6 +184,7 @@ class SQLiteStore(AccountTables):
         except BaseException:
             await self._db.close()
             raise
+        self._inline = InlineGuard(self._reader, _shm(self.path))
         self.stale_keys = not current
         self._data_version = -1
         self._rules_checked = 0.0
