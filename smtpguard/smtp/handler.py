@@ -9,13 +9,14 @@ leaks internals (aiosmtpd 1.4.6, smtp.py `_call_handler_hook`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from aiosmtpd.smtp import Envelope, Session
 
 from smtpguard import replies
 from smtpguard.smtp.auth import AuthHooks
 from smtpguard.smtp.recipient import RecipientHook
-from smtpguard.smtp.session import RelaySession
+from smtpguard.smtp.session import RelaySession, dispatched
 from smtpguard.smtp.transaction import TransactionHooks
 
 log = logging.getLogger("smtpguard.relay")
@@ -23,6 +24,9 @@ log = logging.getLogger("smtpguard.relay")
 
 class RelayHandler(AuthHooks, RecipientHook, TransactionHooks):
     """The aiosmtpd handler (the policy); `session.RelaySession` is the protocol."""
+
+    def __dir__(self) -> Iterable[str]:
+        return dispatched(type(self), ("handle_", "auth_"))  # as RelaySession.__dir__
 
     async def handle_EHLO(
         self, server: RelaySession, session: Session, envelope: Envelope, hostname: str, responses: list[str]

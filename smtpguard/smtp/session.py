@@ -16,6 +16,7 @@ import ipaddress
 import itertools
 import logging
 import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, AnyStr
 
 import aiosmtplib
@@ -103,8 +104,27 @@ def guard_mail_log() -> None:
         logger.addFilter(_NoCredentials(verbs))
 
 
+_DISPATCHED: dict[tuple[type, tuple[str, ...]], tuple[str, ...]] = {}
+
+
+def dispatched(cls: type, prefixes: tuple[str, ...]) -> tuple[str, ...]:
+    """The names of `cls` aiosmtpd looks up by prefix (see `RelaySession.__dir__`), once per class."""
+    names = _DISPATCHED.get((cls, prefixes))
+    if names is None:
+        names = _DISPATCHED[cls, prefixes] = tuple(name for name in dir(cls) if name.startswith(prefixes))
+    return names
+
+
 class RelaySession(SMTP):
     """One client connection: aiosmtpd's protocol with per-connection state and an idle timeout."""
+
+    def __dir__(self) -> Iterable[str]:
+        # aiosmtpd 1.4.6 builds its command and AUTH tables from dir() and
+        # inspect.getmembers() of the session and of the handler for every
+        # connection, reading every property on the way: ~150 µs a connection
+        # (4% of the relay's CPU). Listing only the names it looks for gives
+        # it the same tables.
+        return dispatched(type(self), ("smtp_", "auth_"))
 
     def __init__(
         self, handler: RelayHandler, ctx: RelayContext, *, implicit_tls: bool = False, gateway: bool = False, **kw: Any
