@@ -1,7 +1,7 @@
 """The SMTP protocol side of one client connection: aiosmtpd's SMTP, adjusted.
 
 Every override of aiosmtpd 1.4.6 internals lives here and nowhere else
-(`_getaddr`, `push`, `_timeout_cb`, `data_received`, `connection_made`,
+(`_getaddr`, `push`, `_timeout_cb`, `_reset_timeout`, `data_received`, `connection_made`,
 `connection_lost`, `_call_handler_hook`, `smtp_STARTTLS`, `smtp_DATA`, and on the gateway
 listener `smtp_AUTH`, `smtp_MAIL`/`smtp_RCPT` (DSN parameters), and a filter on its
 logger that keeps passwords out); what the relay *decides* lives in
@@ -15,6 +15,7 @@ import asyncio
 import ipaddress
 import itertools
 import logging
+import math
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, AnyStr
@@ -150,6 +151,8 @@ class RelaySession(SMTP):
         self.ehlo_lines = 0  # lines of an EHLO reply still to be pushed as they are
         self._ehlo_reply: list[str] = []
         self._lifetime: asyncio.TimerHandle | None = None
+        self._idle_deadline = 0.0  # loop time the idle timeout is due (see _reset_timeout)
+        self._idle_timer_at = math.inf  # when the live idle timer fires; inf: none live
         self._path_refusal = ""  # our reply for the path _getaddr just refused
         self.message: Spool | None = None  # the message DATA received, while the DATA hook runs
 
@@ -232,6 +235,28 @@ class RelaySession(SMTP):
             return await super()._call_handler_hook(command, *args)
         finally:
             self.busy -= 1
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        # aiosmtpd cancels its timer and makes a new one for every command line,
+        # and data_received here for every read: ~25 timers a message. Move the
+        # deadline instead; a timer that fires before it waits on (_idle_due).
+        deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._idle_deadline = deadline
+        handle = self._timeout_handle
+        if handle is not None and not handle.cancelled() and self._idle_timer_at <= deadline:
+            return
+        if handle is not None:
+            handle.cancel()
+        self._timeout_handle = self.loop.call_at(deadline, self._idle_due)
+        self._idle_timer_at = deadline
+
+    def _idle_due(self) -> None:
+        self._idle_timer_at = math.inf
+        if self.loop.time() < self._idle_deadline:
+            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_due)
+            self._idle_timer_at = self._idle_deadline
+            return
+        self._timeout_cb()
 
     def _timeout_cb(self) -> None:
         # aiosmtpd just hangs up; say why first (RFC 5321 4.1.1.10 / 3.8).
