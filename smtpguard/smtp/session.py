@@ -29,14 +29,14 @@ from smtpguard.smtp import dsn
 from smtpguard.smtp.context import RelayContext, Transaction
 from smtpguard.smtp.pool import UpstreamKey
 from smtpguard.smtp.spool import Outcome, Spool, receive
+from smtpguard.suppression.addresses import PLAIN_MAILBOX
 
 if TYPE_CHECKING:
     from smtpguard.smtp.handler import RelayHandler
 
 _session_ids = itertools.count(1)
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 # `<dot-atom@host.name> params`: the path most clients send (see RelaySession._getaddr).
-_PLAIN_PATH = re.compile(rf"[ \t]*<({_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>\s*(.*)", re.S)
+_PLAIN_PATH = re.compile(rf"[ \t]*<({PLAIN_MAILBOX})>\s*(.*)", re.S)
 # An RFC 2047 encoded-word, loosely: Python's header parser (aiosmtpd, and an
 # upstream built on it) would decode `=?utf-8?q?jane.doe?=` to `jane.doe`,
 # after the list was checked for the literal text. Never valid in a path.

@@ -10,10 +10,9 @@ import aiosmtplib
 
 from smtpguard.config import UpstreamSettings
 from smtpguard.metrics import METRICS
+from smtpguard.suppression.addresses import PLAIN_MAILBOX
 
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
-# A dot-atom mailbox: what aiosmtplib's e-mail parser gives back unchanged.
-_PLAIN_MAILBOX = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+_PLAIN_MAILBOX = re.compile(PLAIN_MAILBOX)  # what aiosmtplib's e-mail parser gives back unchanged
 _ACCEPTED = (250, 251)  # aiosmtplib's rcpt() raises on anything else
 
 
