@@ -3,8 +3,9 @@
 Every override of aiosmtpd 1.4.6 internals lives here and nowhere else
 (`_getaddr`, `push`, `_timeout_cb`, `_reset_timeout`, `data_received`, `connection_made`,
 `connection_lost`, `_call_handler_hook`, `smtp_STARTTLS`, `smtp_DATA`, and on the gateway
-listener `smtp_AUTH`, `smtp_MAIL`/`smtp_RCPT` (DSN parameters), and a filter on its
-logger that keeps passwords out); what the relay *decides* lives in
+listener `smtp_AUTH`, `smtp_MAIL`/`smtp_RCPT` (DSN parameters), `__dir__` (what it
+builds its per-connection tables from), and a filter on its logger that keeps
+passwords out); what the relay *decides* lives in
 the handler's modules (auth, transaction, recipient).  See the notes on
 aiosmtpd for the behaviours these work around.
 """

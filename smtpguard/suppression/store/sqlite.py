@@ -1,9 +1,10 @@
 """SQLite store: aiosqlite for writes and listings, WAL so readers never wait.
 
-The RCPT lookup is the hot path: it uses its own plain `sqlite3` connection
-and its own single thread, with a deadline (sqlite_lookup.py): a lock held
-from outside can make SQLite wait seconds (its WAL read-lock retry loop
-ignores busy_timeout), and the relay must answer 451 in milliseconds
+The RCPT lookup is the hot path: it uses its own plain `sqlite3` connection,
+on the event loop's thread while no other process holds the WAL index's
+read locks, else on its own thread, with a deadline (sqlite_lookup.py): a
+lock held from outside can make SQLite wait seconds (its WAL read-lock retry
+loop ignores busy_timeout), and the relay must answer 451 in milliseconds
 instead, never stall. WAL mode means it never waits for an import in
 progress, and each query sees the latest committed list, so an import takes
 effect at the next RCPT.
@@ -136,7 +137,7 @@ class SQLiteStore(AccountTables):
             await self._lookups.finally_run(self._reader, sqlite3.Connection.close)
 
     async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        """`query(reader)` in the lookup thread; StoreError when SQLite is stuck in it."""
+        """`query(reader)`, here or in the lookup thread (sqlite_lookup.py); StoreError when stuck."""
         reader = self._reader if self._current() else await self._reader_now()
         inline = self._inline
         try:
