@@ -4,8 +4,9 @@
 
 For each size, builds a store in a temp dir straight from `EntryRow` tuples
 (mostly addresses, ~1% domain entries), then times
-`check_address(store, addr)` (the list's rules, key, `store.match` in the
-store's lookup thread: what the relay does at RCPT) one call at a time over a mix of
+`check_address(store, addr)` (the list's rules, key, `store.match` on the
+loop's thread, or the store's lookup thread when the WAL index is locked from
+outside: what the relay does at RCPT) one call at a time over a mix of
 address hits, domain hits and misses (median / p99, µs).  The ratio of the
 largest to the smallest size should stay close to 1: a lookup is a handful of
 primary-key probes, O(log n) pages at worst, never a scan.

@@ -35,6 +35,7 @@ class AuditWriter:
         self._dropped_logged = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the delayed wake-up, one at a time
         self._closing = False
 
     def start(self) -> None:
@@ -51,8 +52,14 @@ class AuditWriter:
         self._pending.append(event)
         if len(self._pending) >= self._batch:
             self._wake.set()
-        elif self._task is not None and not self._wake.is_set():
-            asyncio.get_running_loop().call_later(self._delay, self._wake.set)
+        elif self._task is not None and self._timer is None and not self._wake.is_set():
+            # One timer for the batch: one per event would wake the writer (a
+            # transaction) for nearly every event once the first had waited.
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        self._wake.set()
 
     async def flush(self) -> None:
         while self._pending:
@@ -89,6 +96,9 @@ class AuditWriter:
 
     async def close(self) -> None:
         self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._wake.set()
         if self._task is not None:
             await self._task

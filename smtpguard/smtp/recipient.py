@@ -22,7 +22,7 @@ from smtpguard.smtp import dsn
 from smtpguard.smtp.context import LOST
 from smtpguard.smtp.link import UpstreamLink, answers_4xx
 from smtpguard.smtp.session import RelaySession
-from smtpguard.smtp.upstream import describe
+from smtpguard.smtp.upstream import describe, rcpt
 from smtpguard.suppression import verdict
 from smtpguard.suppression.addresses import AddressError, RoutingRefused
 from smtpguard.suppression.store import StoreError
@@ -80,7 +80,7 @@ class RecipientHook(UpstreamLink):
         try:
             encoding = "utf-8" if txn.utf8 or not address.isascii() else "ascii"
             options = options + dsn.forwardable(server.dsn_rcpt, up)  # gateway only; never an address we use
-            r = await up.rcpt(address, options=options, encoding=encoding)
+            r = await rcpt(up, address, options, encoding)
         except aiosmtplib.SMTPResponseException as exc:
             if not 200 <= exc.code < 300:
                 return upstream_error(exc)

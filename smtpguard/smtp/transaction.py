@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Iterable
 
 import aiosmtplib
 from aiosmtpd.smtp import Envelope, Session
@@ -22,11 +23,21 @@ from smtpguard.smtp.link import UpstreamLink, answers_4xx
 from smtpguard.smtp.message import header_value, remove_recipients
 from smtpguard.smtp.notice import notify_sender
 from smtpguard.smtp.session import RelaySession
+from smtpguard.smtp.spool import Spool
 from smtpguard.smtp.stream import send_data
 from smtpguard.smtp.upstream import close_quietly, describe
 from smtpguard.suppression.addresses import address_key
 
 log = logging.getLogger("smtpguard.relay")
+ONE_PIECE = 64 * 1024  # a message up to this size (in memory) goes upstream in one write
+
+
+def pieces(head: bytes, spool: Spool) -> Iterable[bytes]:
+    """The message to send: the header block, then the spooled rest; a small one in one piece
+    (each piece is a write, a send() and a loop step in send_data)."""
+    if not spool.on_disk and spool.size <= ONE_PIECE:
+        return (head + b"".join(spool.body()),)
+    return itertools.chain((head,), spool.body())
 
 
 class TransactionHooks(UpstreamLink):
@@ -136,7 +147,7 @@ class TransactionHooks(UpstreamLink):
         server.in_data = True
         server.set_data_deadline(timeout + 30)
         try:
-            r = await send_data(up, itertools.chain((head,), spool.body()), timeout=timeout)
+            r = await send_data(up, pieces(head, spool), timeout=timeout)
         except aiosmtplib.SMTPResponseException as exc:
             await self.rset_upstream(server)
             self.finish(server, txn, f"upstream {exc.code}", size, message_id)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import ssl
+from collections.abc import Sequence
 
 import aiosmtplib
 
 from smtpguard.config import UpstreamSettings
 from smtpguard.metrics import METRICS
+from smtpguard.suppression.addresses import PLAIN_MAILBOX
+
+_PLAIN_MAILBOX = re.compile(PLAIN_MAILBOX)  # what aiosmtplib's e-mail parser gives back unchanged
+_ACCEPTED = (250, 251)  # aiosmtplib's rcpt() raises on anything else
 
 
 class UpstreamUnavailable(Exception):
@@ -68,3 +74,15 @@ async def close_quietly(client: aiosmtplib.SMTP | None, *, quit: bool = True) ->
         pass
     finally:
         client.close()
+
+
+async def rcpt(up: aiosmtplib.SMTP, address: str, options: Sequence[str], encoding: str) -> aiosmtplib.SMTPResponse:
+    """`up.rcpt(...)`, without running the e-mail address parser again on a plain mailbox
+    (~2% of the relay's CPU): the command, the reply and the exceptions are the same."""
+    if up.is_ehlo_or_helo_needed or not _PLAIN_MAILBOX.fullmatch(address):
+        return await up.rcpt(address, options=options, encoding=encoding)
+    command = b"TO:<" + address.encode("ascii") + b">"
+    r = await up.execute_command(b"RCPT", command, *(o.encode("ascii") for o in options))
+    if r.code not in _ACCEPTED:
+        raise aiosmtplib.SMTPRecipientRefused(r.code, r.message, address)
+    return r

@@ -1,9 +1,10 @@
 """SQLite store: aiosqlite for writes and listings, WAL so readers never wait.
 
-The RCPT lookup is the hot path: it uses its own plain `sqlite3` connection
-and its own single thread, with a deadline (`LOOKUP_TIMEOUT`): a lock held
-from outside can make SQLite wait seconds (its WAL read-lock retry loop
-ignores busy_timeout), and the relay must answer 451 in milliseconds
+The RCPT lookup is the hot path: it uses its own plain `sqlite3` connection,
+on the event loop's thread while no other process holds the WAL index's
+read locks, else on its own thread, with a deadline (sqlite_lookup.py): a
+lock held from outside can make SQLite wait seconds (its WAL read-lock retry
+loop ignores busy_timeout), and the relay must answer 451 in milliseconds
 instead, never stall. WAL mode means it never waits for an import in
 progress, and each query sees the latest committed list, so an import takes
 effect at the next RCPT.
@@ -23,7 +24,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import astuple
 from itertools import islice
@@ -52,6 +52,7 @@ from .base import (
 )
 from .sqlite_accounts import AccountTables
 from .sqlite_files import describe, identity, list_rules, missing, open_reader, open_writer, store_errors
+from .sqlite_lookup import LOOKUP_TIMEOUT, InlineGuard, LookupStuck, LookupThread
 
 log = logging.getLogger("smtpguard.store")
 T = TypeVar("T")
@@ -63,14 +64,16 @@ _ENTRY_SELECT = (
 )
 _EVENT_COLUMNS = "time, action, sender, recipient, entry, source, client, user, message_id"
 _INSERT = "INSERT OR IGNORE INTO entries (key, kind, original, batch) VALUES (?,?,?,?)"
-LOOKUP_TIMEOUT = 0.25  # seconds inside SQLite; then the lookup fails closed (StoreError -> 451)
-LOOKUP_LIMIT = 2.0  # seconds in all, waiting for the lookup thread included
 RULES_RECHECK = 1.0  # seconds between checks for a rules change by another process
 # Rows of an import sorted at a time: a 10M-entry list outgrows the writer's
 # page cache, and random keys then cost a page read/write each. 2^17 rows add
 # ~50 MB to the importing process's peak RSS (2^18: 10M-row import CPU -13%,
 # but +100 MB); no change at 1M, whose B-tree fits the cache.
 SORT_ROWS = 1 << 17
+
+
+def _shm(path: Path) -> Path:
+    return path.with_name(path.name + "-shm")  # SQLite's WAL index
 
 
 def _entry(row: Sequence[object]) -> EntryRow:
@@ -98,8 +101,8 @@ class SQLiteStore(AccountTables):
         self._rules = rules
         self._data_version = -1
         self._rules_checked = 0.0
-        self._busy_since: float | None = None  # when the lookup thread's query began
-        self._lookups = ThreadPoolExecutor(1, thread_name_prefix="smtpguard-lookup")
+        self._lookups = LookupThread()
+        self._inline = InlineGuard(reader, _shm(path))
         self._match_sql: dict[int, str] = {}
         # One connection serves every writer (import, audit, users): without
         # this lock a second BEGIN would fail, or a lone statement would join
@@ -132,49 +135,29 @@ class SQLiteStore(AccountTables):
 
     async def close(self) -> None:
         await self._close_reader()
-        self._lookups.shutdown(wait=False)
+        self._lookups.stop()
         await self._db.close()
 
     async def _close_reader(self) -> None:
         # In the lookup thread, after any lookup still running there.
-        with contextlib.suppress(sqlite3.Error, RuntimeError):
-            await asyncio.get_running_loop().run_in_executor(self._lookups, self._reader.close)
+        with contextlib.suppress(sqlite3.Error):
+            await self._lookups.finally_run(self._reader, sqlite3.Connection.close)
 
     async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        """`query(reader)` in the lookup thread; StoreError when SQLite is stuck in it.
-
-        Stuck means one query inside SQLite for LOOKUP_TIMEOUT: a lock held
-        from outside. A lookup merely waiting for a busy machine to run it is
-        given up to LOOKUP_LIMIT, so that load alone does not answer 451.
-        """
+        """`query(reader)`, here or in the lookup thread (sqlite_lookup.py); StoreError when stuck."""
         reader = self._reader if self._current() else await self._reader_now()
-
-        def timed() -> T:
-            self._busy_since = time.monotonic()
-            try:
-                return query(reader)
-            finally:
-                self._busy_since = None
-
-        loop = asyncio.get_running_loop()
-        if self._stuck():
-            raise self._stuck_error()
-        pending = loop.run_in_executor(self._lookups, timed)
-        end = loop.time() + LOOKUP_LIMIT
+        inline = self._inline
         try:
-            while True:
-                done, _ = await asyncio.wait([pending], timeout=min(LOOKUP_TIMEOUT / 5, end - loop.time()))
-                if done:
-                    return pending.result()
-                if self._stuck() or loop.time() >= end:
-                    pending.cancel()
-                    raise self._stuck_error()
+            if self._lookups.idle and inline.clear():
+                return inline.run(query)
+            result = await self._lookups.run(reader, query)
+        except LookupStuck:
+            raise self._stuck_error() from None
         except sqlite3.Error as exc:
             raise describe(self.path, exc) from None
-
-    def _stuck(self) -> bool:
-        since = self._busy_since
-        return since is not None and time.monotonic() - since >= LOOKUP_TIMEOUT
+        if self._lookups.idle:  # never touch the reader while the thread may use it
+            inline.search()  # the reader has opened the WAL index by now
+        return result
 
     def _stuck_error(self) -> StoreError:
         return StoreError(f"store {self.path}: no answer within {LOOKUP_TIMEOUT * 1000:.0f} ms (locked from outside?)")
@@ -209,6 +192,7 @@ class SQLiteStore(AccountTables):
         except BaseException:
             await self._db.close()
             raise
+        self._inline = InlineGuard(self._reader, _shm(self.path))
         self.stale_keys = not current
         self._data_version = -1
         self._rules_checked = 0.0
