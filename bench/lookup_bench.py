@@ -163,6 +163,8 @@ def main() -> None:
     parser.add_argument("--no-cli", action="store_true", help="skip the whole-process `smtpguard check` timing")
     args = parser.parse_args()
     sizes = sorted(int(s.replace("_", "")) for s in args.sizes.split(","))
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         results = []
