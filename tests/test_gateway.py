@@ -329,3 +329,29 @@ async def test_a_gateway_port_in_use_is_named(gateway: Relay) -> None:
     settings = replace(settings, server=replace(settings.server, listen=Endpoint("127.0.0.1", 0)))
     with pytest.raises(ConfigError, match=rf"\[gateway\] cannot listen on 127.0.0.1:{taken}"):
         await Relay.start(settings)
+
+
+async def test_the_next_hops_timeout_bounds_its_data_reply(
+    make_relay: RelayFactory, tmp_path: Path, upstream: Upstream, certs: Certs
+) -> None:
+    """[gateway.next_hop] timeout = 1, [upstream] timeout = 10: a next hop silent after the dot costs 1 s, not 10."""
+    secret = tmp_path / "loop.secret"
+    secret.write_bytes(SECRET)
+    hop = NextHopSettings(host="localhost", port=upstream.port, ca_file=certs.ca_file, timeout=1)
+    gw = {"listen": (Endpoint("127.0.0.1", 0),), "networks": (ipaddress.ip_network("127.0.0.0/8"),),
+          "loop_secret_file": secret, "next_hop": hop}  # fmt: skip
+    relay = await make_relay(gateway=gw, server={"auth": "none"})
+    assert relay.ctx.settings.upstream.timeout == 10
+    upstream.data_delay = 5.0
+    raw = await open_raw(relay, 1)
+    try:
+        assert (await raw.cmd("MAIL FROM:<a@corp.example>")).startswith("250")
+        assert (await raw.cmd("RCPT TO:<bob@ok.example>")).startswith("250")
+        assert (await raw.cmd("DATA")).startswith("354")
+        started = asyncio.get_running_loop().time()
+        reply = await asyncio.wait_for(raw.cmd("Subject: x\r\n\r\nhello\r\n."), 8)
+        waited = asyncio.get_running_loop().time() - started
+    finally:
+        await raw.close()
+    assert reply.startswith("451"), reply  # never 250: the next hop did not say it took the message
+    assert waited < 4, waited

@@ -142,8 +142,9 @@ class TransactionHooks(UpstreamLink):
             head = remove_recipients(head, lambda a: address_key(a, rules, strict=False) in held_keys)
         if server.gateway:  # never trust an incoming loop header; ours marks mail as checked
             head = gateway.stamp_message(head, settings.gateway, txn.sender, txn.relayed, message_id)
-        # The timeout covers upload and reply: scale it with size.
-        timeout = settings.upstream.timeout + size / 20_000
+        # The timeout covers upload and reply: scale it with size. It is the next hop's own
+        # in gateway mode (the session was opened with it), else [upstream] timeout.
+        timeout = (up.timeout or settings.upstream.timeout) + size / 20_000
         server.in_data = True
         server.set_data_deadline(timeout + 30)
         try:
