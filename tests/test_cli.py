@@ -107,6 +107,23 @@ def test_add_remove_list_export(db: Path, tmp_path: Path) -> None:
     assert cli("check", "a@one.example", db=db).returncode == 0
 
 
+def test_a_csv_export_imports_back_without_losing_a_domain_or_making_an_exception_a_block(
+    db: Path, tmp_path: Path
+) -> None:
+    assert cli("add", "jane@example.com", "@blocked.example", db=db).returncode == 0
+    assert cli("allow", "vip@blocked.example", db=db).returncode == 0
+    backup = tmp_path / "backup.csv"
+    assert cli("export", str(backup), db=db).returncode == 0
+    restored = tmp_path / "restored.db"
+    r = cli("import", str(backup), "--source", "backup", db=restored)
+    assert r.returncode == 0, r.stderr
+    assert "re-create it with `smtpguard allow vip@blocked.example`" in r.stdout + r.stderr
+    entries = {e["key"]: e["kind"] for e in json.loads(cli("list", "--json", db=restored).stdout)}
+    assert entries == {"jane@example.com": "address", "@blocked.example": "domain"}  # the domain kept, no block on vip
+    r = cli("check", "someone@blocked.example", db=restored)
+    assert r.returncode == 1 and r.stdout.startswith("blocked"), r  # as before the export
+
+
 def test_expired_entries_no_longer_block(db: Path) -> None:
     cli("add", "old@x.example", "--expires", "2001-01-01", db=db)
     assert cli("check", "old@x.example", db=db).returncode == 0

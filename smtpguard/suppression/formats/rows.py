@@ -47,11 +47,23 @@ class RowReader:
             self.reject(line, text, "the address cell is empty" + note)
             return None
         try:
+            if address.startswith("@"):  # a whole domain, as `smtpguard add` and export write it
+                entry = parse_entry(address, self.rules)
+                return self.row(entry.key, entry.kind, entry.original, added)
             key = address_key(address, self.rules)
         except AddressError as exc:
             self.reject(line, text, str(exc) + note)
             return None
         return self.row(key, "address", address, added)
+
+    def allow(self, cell: str, line: int, text: str) -> None:
+        """An allow entry of an export: never turned into a block; said how to re-create it."""
+        self.stats.rows += 1
+        self.reject(
+            line,
+            text,
+            f"an allow entry (an exception), not imported: re-create it with `smtpguard allow {clean_cell(cell)}`",
+        )
 
     def entry(self, raw: str, line: int, added: str) -> EntryRow | None:
         """A line of a text list: an address or a domain, maybe with a `# comment`."""

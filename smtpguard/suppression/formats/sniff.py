@@ -78,6 +78,7 @@ class Layout:
     skip: int = 0  # CSV rows before the data: title lines, `sep=`, the header
     column: int = 0
     width: int = 1  # fields in the header
+    kind_column: int | None = None  # a `kind` column (smtpguard's own export): its allow rows are not blocks
 
 
 # --- encoding ------------------------------------------------------------------
@@ -249,7 +250,14 @@ def sniff_layout(text: str, *, final: bool, column: str | None = None, name: str
     reader = csv.reader(io.StringIO(text, newline=""), **dialect(delimiter))
     rows = list(islice(reader, SAMPLE_ROWS + 10 + skip))[skip:]
     header_at, col, width, headerless = find_column(rows, column, name, ", " if delimiter in ",\t" else delimiter)
-    return Layout("csv", delimiter, skip + header_at + (0 if headerless else 1), col, width)
+    kinds = None if headerless else _kind_column(rows[header_at])
+    return Layout("csv", delimiter, skip + header_at + (0 if headerless else 1), col, width, kinds)
+
+
+def _kind_column(header: list[str]) -> int | None:
+    """Where `smtpguard export` put each entry's kind, if this header is one of its."""
+    names = [cell.strip().lower() for cell in header]
+    return names.index("kind") if "kind" in names else None
 
 
 def dialect(delimiter: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ def csv_entries(
     for _ in range(layout.skip):
         next(reader, None)
     col, rules, key_of, new = layout.column, careful.rules, address_key, tuple.__new__
+    kinds = layout.kind_column  # None for every file but smtpguard's own export
     source, reason, expires = careful.source, careful.reason, careful.expires
     last = reader.line_num
     tick = last + PROGRESS_ROWS if progress is not None else NEVER
@@ -43,7 +44,7 @@ def csv_entries(
                             key = key_of(cell, rules) if "<" not in cell and ":" not in cell else ""
                         except (IndexError, AddressError):
                             key = ""
-                        if key:
+                        if key and (kinds is None or row[kinds : kinds + 1] != ["allow"]):
                             ok += 1
                             yield new(EntryRow, (key, "address", cell, source, reason, added, expires))
                             continue
@@ -91,6 +92,10 @@ def _careful_csv(
         careful.reject(start, text, f"no address field: {fields}")
         return
     note = f" ({fields})" if len(row) != layout.width else ""
+    kinds = layout.kind_column
+    if kinds is not None and len(row) > kinds and row[kinds].strip().lower() == "allow":
+        careful.allow(row[layout.column], start, text)
+        return
     entry = careful.address(row[layout.column], start, text, added, note)
     if entry is not None:
         yield entry
