@@ -126,7 +126,7 @@ async def test_ready_reload_and_stop_notifications(tmp_path: Path, notifications
     await add_entries(tmp_path / "list.db")  # serve needs an existing list
     proc = await start_serve(cfg, notifications)
     try:
-        ready = await notifications.until("READY")
+        ready = await notifications.until("READY", timeout=45)  # a process start-up, on a loaded machine
         assert ready["READY"] == "1"
         # Ready means accepting: connect right away and get the banner.
         reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -110,8 +110,20 @@ async def test_newline_in_a_name_cannot_forge_log_lines(
     name = "a.csv\nINFO smtpguard.server: forged\r.csv"
     (inbox / name).write_text(LIST)
     (inbox / "b\x1b[31m.csv").write_text("nothing valid\n")
-    await until(lambda: sorted(os.listdir(inbox)) == ["done", "failed"] and len(os.listdir(inbox / "done")) == 2)
-    mine = [r.getMessage() for r in caplog.records if r.name == "smtpguard.watch"]
+
+    def logged() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "smtpguard.watch"]
+
+    # Files are filed away before the last line about them is logged: wait for both.
+    await until(
+        lambda: (
+            sorted(os.listdir(inbox)) == ["done", "failed"]
+            and len(os.listdir(inbox / "done")) == 2
+            and any("forged" in m and "source" in m for m in logged())
+            and any("b\\x1b[31m.csv" in m for m in logged())
+        )
+    )
+    mine = logged()
     assert any("a.csv\\x0aINFO smtpguard.server: forged\\x0d.csv" in m for m in mine), mine
     assert any('source "a.csv\\x0aINFO smtpguard.server: forged\\x0d"' in m for m in mine), mine
     assert any("b\\x1b[31m.csv" in m for m in mine), mine
