@@ -9,8 +9,9 @@ nothing here blocks or allocates much.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 RCPT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -33,6 +34,8 @@ class Metrics:
     rcpt_sum: float = 0.0
     upstream_ok: bool | None = None  # None: not tried yet
     upstream_at: float = 0.0
+    # With [server] workers > 1, in worker 1: the other workers' latest snapshots (runtime/workermetrics.py).
+    peers: Callable[[], list[dict[str, Any]]] | None = field(default=None, repr=False, compare=False)
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
         key = (name, tuple(sorted(labels.items())))
@@ -55,6 +58,33 @@ class Metrics:
 
     def upstream(self, ok: bool) -> None:
         self.upstream_ok, self.upstream_at = ok, time.time()
+
+    def snapshot(self, sessions: int) -> dict[str, Any]:
+        """What worker 1's /metrics adds up from this worker (JSON-ready)."""
+        counters = [[name, [list(pair) for pair in labels], value] for (name, labels), value in self.counters.items()]
+        return {"counters": counters, "rcpt_counts": self.rcpt_counts, "rcpt_sum": self.rcpt_sum, "sessions": sessions}
+
+    def merged(self, snapshots: Iterable[Mapping[str, Any]]) -> tuple[Metrics, int]:
+        """These counters plus other workers' snapshots (one unreadable is skipped); their open sessions."""
+        out = Metrics(dict(self.counters), list(self.rcpt_counts), self.rcpt_sum, self.upstream_ok, self.upstream_at)
+        sessions = 0
+        for snap in snapshots:
+            try:
+                counters = [
+                    (str(n), tuple((str(k), str(v)) for k, v in labels), float(x)) for n, labels, x in snap["counters"]
+                ]
+                counts = [int(c) for c in snap["rcpt_counts"]]
+                rcpt_sum, open_sessions = float(snap["rcpt_sum"]), int(snap["sessions"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if len(counts) != len(out.rcpt_counts):
+                continue
+            for name, labels, value in counters:
+                out.counters[name, labels] = out.counters.get((name, labels), 0.0) + value
+            out.rcpt_counts = [a + b for a, b in zip(out.rcpt_counts, counts, strict=True)]
+            out.rcpt_sum += rcpt_sum
+            sessions += open_sessions
+        return out, sessions
 
     def render(self, gauges: Iterable[tuple[str, str, Labels, float]] = ()) -> str:
         """The text exposition format; `gauges` are (name, help, labels, value)."""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from smtpguard.runtime import workermetrics
 from smtpguard.suppression.addresses import MatchRules
 from smtpguard.suppression.store import open_store
 
@@ -419,3 +420,35 @@ async def test_json_log_lines_carry_the_worker_as_a_key(tmp_path: Path, upstream
     assert all(not line["message"].startswith("worker=") for line in lines)  # a key, not text
     sessions = [(line["worker"], line["session"]) for line in relayed]
     assert len({sid for _, sid in sessions}) == 20
+
+
+def scrape(port: int) -> dict[str, float]:
+    """/metrics as {series name: sum over its labels}."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    sums: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            name = series.split("{", 1)[0]
+            sums[name] = sums.get(name, 0.0) + float(value)
+    return sums
+
+
+async def test_metrics_add_up_every_workers_counters(upstream: Upstream, tmp_path: Path, certs: Certs) -> None:
+    port, http = free_port(), free_port()
+    cfg = write_config(tmp_path, port, upstream.port, certs, server="workers = 2")
+    cfg.write_text(cfg.read_text() + f'\n[http]\nlisten = "127.0.0.1:{http}"\n')
+    await add_entries(tmp_path / "list.db", BLOCKED)
+    async with await start(cfg, tmp_path, port) as serve:
+        await serve.until(r"worker=1 .*http", timeout=30)
+        results = await send_many(port, "count", 40)
+        assert all(refused.startswith(b"550 5.7.1") and done.startswith(b"250 ") for refused, done in results)
+        await asyncio.sleep(2 * workermetrics.PUBLISH_EVERY + 0.5)  # worker 2's snapshot is written
+        sums = await asyncio.to_thread(scrape, http)
+        assert await serve.stop() == 0, serve.text()
+    assert {w for w, _ in serve.served().values()} == {1, 2}  # both workers relayed some of them
+    assert sums["smtpguard_messages_relayed_total"] == 40, sums
+    assert sums["smtpguard_recipients_total"] == 40, sums  # one refused recipient a message, whichever worker

@@ -61,6 +61,8 @@ async def metrics(request: Request) -> PlainTextResponse:
         by_source[source] = by_source.get(source, 0) + count
     for source, count in sorted(by_source.items()):
         gauges.append(("smtpguard_list_entries", "Entries on the list, by source.", (("source", source),), count))
+    # With several workers this is worker 1: add the others' latest counters and sessions.
+    view, others = METRICS.merged(await asyncio.to_thread(METRICS.peers)) if METRICS.peers else (METRICS, 0)
     if state.relay is not None:
-        gauges.append(("smtpguard_sessions", "Open SMTP sessions.", (), len(state.relay.sessions)))
-    return PlainTextResponse(METRICS.render(gauges), media_type="text/plain; version=0.0.4")
+        gauges.append(("smtpguard_sessions", "Open SMTP sessions.", (), len(state.relay.sessions) + others))
+    return PlainTextResponse(view.render(gauges), media_type="text/plain; version=0.0.4")

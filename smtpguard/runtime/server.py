@@ -22,6 +22,7 @@ from pathlib import Path
 
 from smtpguard import config
 from smtpguard.config import ConfigError, Endpoint, Settings
+from smtpguard.metrics import METRICS
 from smtpguard.runtime.extras import start_extras
 from smtpguard.runtime.limits import AcceptErrors, fit_connections
 from smtpguard.runtime.retention import retention_loop
@@ -56,6 +57,7 @@ class Role:
     count: int
     sockets: Mapping[Endpoint, tuple[socket.socket, ...]]  # bound by the supervisor (one per address)
     tell: Callable[..., object]  # systemd notifications go to the supervisor, which speaks for all
+    metrics_dir: Path | None = None  # where the workers' counters meet for worker 1's /metrics
 
     @property
     def primary(self) -> bool:
@@ -307,6 +309,15 @@ async def serve_forever(
     interval = watchdog_interval() if role is None else HEARTBEAT
     if interval:
         tasks.append(asyncio.create_task(_watchdog(interval, tell), name="watchdog"))
+    if role is not None and role.metrics_dir is not None:
+        from smtpguard.runtime import workermetrics
+
+        if primary:
+            METRICS.peers = workermetrics.read_peers_of(role.metrics_dir, role.index)
+        else:
+            sessions = relay.ctx.sessions
+            publish = workermetrics.publish(role.metrics_dir, role.index, lambda: len(sessions))
+            tasks.append(asyncio.create_task(publish, name="metrics"))
     if primary:
         # Always running: it idles without a folder, so a reload can set one.
         tasks.append(asyncio.create_task(watch_folder(relay.ctx), name="watch"))

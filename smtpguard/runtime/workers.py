@@ -29,9 +29,11 @@ import contextlib
 import logging
 import os
 import selectors
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -127,6 +129,7 @@ class Supervisor:
         self.settings = settings
         self.listeners = listeners
         self.config_path, self.db = config_path, db
+        self.metrics_dir: Path | None = None  # set by serve_workers: the workers' counters for /metrics
         self.workers = [Worker(i + 1) for i in range(len(listeners))]
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -191,7 +194,16 @@ class Supervisor:
             code = 70
             try:
                 os.close(r)
-                code = _worker(w.index, settings, self.listeners, wr, self.config_path, self.db, self._inherited())
+                code = _worker(
+                    w.index,
+                    settings,
+                    self.listeners,
+                    wr,
+                    self.config_path,
+                    self.db,
+                    self._inherited(),
+                    self.metrics_dir,
+                )
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
@@ -364,6 +376,7 @@ def _worker(
     config_path: Path | None,
     db: Path | None,
     inherited: list[int],
+    metrics_dir: Path | None = None,
 ) -> int:
     """A forked worker: its sockets only, default signals, then the relay until SIGTERM."""
     signal.set_wakeup_fd(-1)
@@ -387,7 +400,7 @@ def _worker(
         with contextlib.suppress(OSError):
             os.write(status, "\n".join(lines).encode() + b"\0")
 
-    role = Role(index, len(listeners), listeners[index - 1], tell)
+    role = Role(index, len(listeners), listeners[index - 1], tell, metrics_dir)
     try:
         return run_with(
             settings.server.event_loop, lambda: serve_forever(settings, config_path=config_path, db=db, role=role)
@@ -409,7 +422,11 @@ def serve_workers(settings: Settings, *, config_path: Path | None = None, db: Pa
     if refused:
         raise ConfigError("refusing to start: " + "; ".join(refused))
     listeners = bind_listeners(settings, settings.server.workers)
+    metrics_dir = Path(tempfile.mkdtemp(prefix="smtpguard-metrics-"))  # 0700, this user's only
     try:
-        return Supervisor(settings, listeners, config_path, db).run()
+        supervisor = Supervisor(settings, listeners, config_path, db)
+        supervisor.metrics_dir = metrics_dir
+        return supervisor.run()
     finally:
         close_all(listeners)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
