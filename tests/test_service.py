@@ -219,3 +219,28 @@ async def test_sigterm_during_data_delivers_once(
     got = upstream.received[0]
     assert got.rcpt_tos == ["bob@ok.example"]
     assert got.content.endswith(b"first half\r\nsecond half\r\n")
+
+
+async def test_a_reload_says_when_http_or_sync_changes_wait_for_a_restart(
+    tmp_path: Path, notifications: Notifications
+) -> None:
+    port, http = free_port(), free_port()
+    cfg = write_config(tmp_path, port, free_port())
+    cfg.write_text(cfg.read_text() + f'\n[http]\nlisten = "127.0.0.1:{http}"\n')
+    await add_entries(tmp_path / "list.db")
+    proc = await start_serve(cfg, notifications)
+    try:
+        await notifications.until("READY", timeout=45)
+        cfg.write_text(cfg.read_text() + 'public_url = "https://relay.example.com"\n')  # still in [http]
+        proc.send_signal(signal.SIGHUP)
+        await notifications.until("RELOADING")
+        await notifications.until("READY")
+        proc.send_signal(signal.SIGTERM)
+        code, err = await finish(proc)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == 0, err
+    assert "reload: [http] changed; the running one is kept until the next restart" in err
+    assert "[[sync]] changed" not in err

@@ -304,7 +304,8 @@ async def serve_forever(
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
 
-    tasks = [asyncio.create_task(_reload_loop(relay, reloads, config_path, db, tell), name="reload")]
+    reload = _reload_loop(relay, reloads, config_path, db, tell, extras=extras is not None)
+    tasks = [asyncio.create_task(reload, name="reload")]
     # A worker's heartbeat tells the supervisor its loop still turns (it forwards WATCHDOG=1 to systemd).
     interval = watchdog_interval() if role is None else HEARTBEAT
     if interval:
@@ -351,16 +352,27 @@ async def _reload_loop(
     config_path: Path | None,
     db: Path | None,
     tell: Callable[..., object] = notify,
+    *,
+    extras: bool = False,
 ) -> None:
     while True:
         await reloads.get()
         tell("RELOADING=1", monotonic_usec())
+        old = relay.ctx.settings
         try:
             new = fit_connections(config.load(config_path, db))
             await relay.reload(new)
         except (ConfigError, RelayRefused, StoreError) as exc:
             log.error("reload failed, still running with the previous configuration: %s", exc)
+        else:
+            for section in restart_needed(old, new) if extras else ():
+                log.warning("reload: %s changed; the running one is kept until the next restart", section)
         tell("READY=1", f"STATUS=listening on {', '.join(map(str, relay.endpoints))}")
+
+
+def restart_needed(old: Settings, new: Settings) -> list[str]:
+    """The sections a reload does not apply: the HTTP side and the pull connectors start once."""
+    return [name for name, a, b in (("[http]", old.http, new.http), ("[[sync]]", old.sync, new.sync)) if a != b]
 
 
 async def _watchdog(interval: float, tell: Callable[..., object] = notify) -> None:
