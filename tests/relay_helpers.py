@@ -197,7 +197,7 @@ async def mail_reply(relay: Relay) -> tuple[int, bytes]:
     return await in_thread(session)
 
 
-async def local_relay(make_relay: Callable[..., Awaitable[Relay]], tmp_path: Path) -> Relay:
+async def local_relay(make_relay: Callable[..., Awaitable[Relay]], tmp_path: Path, **server: object) -> Relay:
     """A relay with `auth = "local"` (account bob.sales / hunter2) sending as the upstream's `relay` account."""
     store = await open_store(tmp_path / "list.db", MatchRules())
     try:
@@ -206,7 +206,7 @@ async def local_relay(make_relay: Callable[..., Awaitable[Relay]], tmp_path: Pat
         await store.close()
     pw = tmp_path / "upstream.pw"
     pw.write_text("relaypw\n")
-    return await make_relay(server={"auth": "local"}, upstream={"username": "relay", "password_file": pw})
+    return await make_relay(server={"auth": "local", **server}, upstream={"username": "relay", "password_file": pw})
 
 
 async def smtplib_data(relay: Relay, rcpts: list[str], content: bytes) -> tuple[int, bytes]:

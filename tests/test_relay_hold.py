@@ -213,21 +213,25 @@ async def test_size_refusal_shows_a_sensible_limit(
 # -- issue 8 items 7, 8: password guessing, trust re-judged -----------------------------------
 
 
+# With workers, each process counts only the connections it took: each allows its share (5 -> 3 with 2).
+@pytest.mark.parametrize(("workers", "allowed"), [(1, auth_module.FAILURES_ALLOWED), (2, 3)])
 async def test_local_password_guessing_is_throttled_and_logged_for_fail2ban(
     make_relay: RelayFactory,
     upstream: Upstream,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
+    workers: int,
+    allowed: int,
 ) -> None:
     monkeypatch.setattr(auth_module, "FAILURE_DELAY", 0.0)
-    relay = await local_relay(make_relay, tmp_path)
+    relay = await local_relay(make_relay, tmp_path, workers=workers)
     caplog.set_level(logging.WARNING, logger="smtpguard.relay")
 
     def plain(user: str, password: str) -> str:
         return "AUTH PLAIN " + base64.b64encode(f"\0{user}\0{password}".encode()).decode()
 
-    for attempt in range(auth_module.FAILURES_ALLOWED):
+    for attempt in range(allowed):
         raw = await Raw.open(relay, login=None)  # a new connection each time: the count is per address
         assert (await raw.cmd(plain("bob.sales", f"guess{attempt}"))).startswith("535 5.7.8")
         await raw.close()
@@ -237,7 +241,7 @@ async def test_local_password_guessing_is_throttled_and_logged_for_fail2ban(
     await raw.close()
     failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("auth failed:")]
     assert failed[0] == "auth failed: user=bob.sales client=127.0.0.1 mechanism=PLAIN"
-    assert len(failed) == auth_module.FAILURES_ALLOWED
+    assert len(failed) == allowed
     assert all(r.levelno == logging.WARNING for r in caplog.records if r.getMessage().startswith("auth failed:"))
     assert "hunter2" not in caplog.text and "guess" not in caplog.text
 

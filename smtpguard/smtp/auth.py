@@ -32,6 +32,12 @@ FAILURES_ALLOWED = 5  # failed local logins per client address and window; then 
 FAILURE_DELAY = 1.0  # seconds a failed attempt waits before its 535
 
 
+def failures_allowed(workers: int) -> int:
+    """This process's share of FAILURES_ALLOWED: each worker counts its own connections only,
+    and the kernel spreads a guesser's connections over all of them."""
+    return max(1, -(-FAILURES_ALLOWED // workers))
+
+
 def _refused(reply: replies.Reply, lang: str) -> AuthResult:
     return AuthResult(success=False, handled=False, message=reply.say(lang))
 
@@ -94,7 +100,7 @@ class AuthHooks(UpstreamLink):
     async def _local(self, server: RelaySession, login: str, password: str, mech: str) -> AuthResult:
         loop = asyncio.get_running_loop()
         recent = self._failures(server.client_ip, loop.time())
-        if len(recent) >= FAILURES_ALLOWED:
+        if len(recent) >= failures_allowed(self.ctx.settings.server.workers):
             # Not even checked: guessing from one address gets nowhere.
             log.warning("auth throttled: user=%s client=%s mechanism=%s", login, server.client_ip, mech)
             return _refused(replies.AUTH_THROTTLED, self.lang)
