@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import socket
@@ -53,8 +54,7 @@ def _gateway_listeners(s: Settings) -> tuple[object, ...]:
 class Role:
     """This process as one of several workers (runtime/workers.py); None when it is the only one."""
 
-    index: int  # 1..count; worker 1 also runs the one-place jobs (watcher, retention, HTTP, sync)
-    count: int
+    index: int  # from 1; worker 1 also runs the one-place jobs (watcher, retention, HTTP, sync)
     sockets: Mapping[Endpoint, tuple[socket.socket, ...]]  # bound by the supervisor (one per address)
     tell: Callable[..., object]  # systemd notifications go to the supervisor, which speaks for all
     metrics_dir: Path | None = None  # where the workers' counters meet for worker 1's /metrics
@@ -314,7 +314,7 @@ async def serve_forever(
         from smtpguard.runtime import workermetrics
 
         if primary:
-            METRICS.peers = workermetrics.read_peers_of(role.metrics_dir, role.index)
+            METRICS.peers = functools.partial(workermetrics.read_peers, role.metrics_dir, role.index)
         else:
             sessions = relay.ctx.sessions
             publish = workermetrics.publish(role.metrics_dir, role.index, lambda: len(sessions))

@@ -49,10 +49,6 @@ def read_peers(folder: Path, own: int) -> list[dict[str, Any]]:
     return found
 
 
-def read_peers_of(folder: Path, own: int) -> Callable[[], list[dict[str, Any]]]:
-    return lambda: read_peers(folder, own)
-
-
 async def publish(folder: Path, index: int, sessions: Callable[[], int]) -> None:
     """Until cancelled: this worker's snapshot every PUBLISH_EVERY seconds, and a last one at the end."""
     failed = False

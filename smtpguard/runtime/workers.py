@@ -61,12 +61,11 @@ def listener_endpoints(s: Settings) -> list[Endpoint]:
     return list(dict.fromkeys(ends))
 
 
-def _listening(family: int, address: tuple[object, ...], reuse_port: bool) -> socket.socket:
+def _listening(family: int, address: tuple[object, ...]) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # one socket per worker on one address
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio does
         sock.bind(address)
@@ -89,11 +88,11 @@ def bind_listeners(settings: Settings, count: int) -> list[Listeners]:
                     endpoint.host, endpoint.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
                 )
                 for family, _, _, _, address in dict.fromkeys((i[0], 0, 0, "", i[4]) for i in infos):
-                    first = _listening(family, address, reuse_port=True)
+                    first = _listening(family, address)
                     per_worker[0][endpoint] = per_worker[0].get(endpoint, ()) + (first,)
                     port = first.getsockname()[1]  # port 0: the others join the port the first one got
                     for sockets in per_worker[1:]:
-                        other = _listening(family, (address[0], port, *address[2:]), reuse_port=True)
+                        other = _listening(family, (address[0], port, *address[2:]))
                         sockets[endpoint] = sockets.get(endpoint, ()) + (other,)
             except OSError as exc:
                 raise ConfigError(f"[{section}] cannot listen on {endpoint}: {exc.strerror or exc}") from None
@@ -125,11 +124,18 @@ class Worker:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, listeners: list[Listeners], config_path: Path | None, db: Path | None):
+    def __init__(
+        self,
+        settings: Settings,
+        listeners: list[Listeners],
+        config_path: Path | None,
+        db: Path | None,
+        metrics_dir: Path | None = None,
+    ):
         self.settings = settings
         self.listeners = listeners
         self.config_path, self.db = config_path, db
-        self.metrics_dir: Path | None = None  # set by serve_workers: the workers' counters for /metrics
+        self.metrics_dir = metrics_dir  # where the workers' counters meet for worker 1's /metrics
         self.workers = [Worker(i + 1) for i in range(len(listeners))]
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -400,7 +406,7 @@ def _worker(
         with contextlib.suppress(OSError):
             os.write(status, "\n".join(lines).encode() + b"\0")
 
-    role = Role(index, len(listeners), listeners[index - 1], tell, metrics_dir)
+    role = Role(index, listeners[index - 1], tell, metrics_dir)
     try:
         return run_with(
             settings.server.event_loop, lambda: serve_forever(settings, config_path=config_path, db=db, role=role)
@@ -424,9 +430,7 @@ def serve_workers(settings: Settings, *, config_path: Path | None = None, db: Pa
     listeners = bind_listeners(settings, settings.server.workers)
     metrics_dir = Path(tempfile.mkdtemp(prefix="smtpguard-metrics-"))  # 0700, this user's only
     try:
-        supervisor = Supervisor(settings, listeners, config_path, db)
-        supervisor.metrics_dir = metrics_dir
-        return supervisor.run()
+        return Supervisor(settings, listeners, config_path, db, metrics_dir).run()
     finally:
         close_all(listeners)
         shutil.rmtree(metrics_dir, ignore_errors=True)
