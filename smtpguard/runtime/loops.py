@@ -34,10 +34,6 @@ def loop_factory(choice: EventLoop) -> Callable[[], asyncio.AbstractEventLoop] |
     return factory
 
 
-def loop_name(choice: EventLoop) -> str:
-    return "asyncio" if loop_factory(choice) is None else "uvloop"
-
-
 def run_with(choice: EventLoop, main: Callable[[], Awaitable[T]]) -> T:
     """Run `main()` to completion on the chosen loop."""
 
